@@ -18,13 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ramp.pipelines.ramp_data import load_data_config, run_build
 from tqdm import tqdm
 
-from pipelines.ramp_data import load_data_config, run_build
-from ramp.sources import Article, read_xml
-from ramp.spans import load_nlp
-from ramp.splitting import split_passages
-from ramp.wikitext import wikitext_to_text
+from ramp.data.sources import Article, read_xml
+from ramp.data.spans import load_nlp
+from ramp.data.splitting import split_passages
+from ramp.data.wikitext import wikitext_to_text
 
 XML = Path(__file__).resolve().parent.parent / "data" / "enwiki-sample-106-articles.xml.bz2"
 

@@ -1,8 +1,8 @@
 """The answerability stage: a Beam transform that checks every mask with the search tool.
 
-``CheckAnswerability`` maps a PCollection of :class:`~ramp.samples.Sample` to tagged outputs
+``CheckAnswerability`` maps a PCollection of :class:`~ramp.data.samples.Sample` to tagged outputs
 ``samples`` (masks' ``answerable``/``answer_rank`` filled, kept by the policy) and ``rejected``
-(:class:`~ramp.rejections.Rejection`: ``unanswerable`` or ``bad_mask_offsets``), so
+(:class:`~ramp.data.rejections.Rejection`: ``unanswerable`` or ``bad_mask_offsets``), so
 ``in = samples + rejected``. The DoFn opens the retriever in ``setup()`` (a local Lucene index
 starts one JVM per worker process, or an HTTP client) and buffers samples until ``batch_size``
 queries are pending, flushing the rest in ``finish_bundle``.
@@ -25,26 +25,26 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
+from ramp.pipelines.runner import counter_totals, pipeline_options
 
-from pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from pipelines.runner import counter_totals, pipeline_options
-from ramp.answerability import (
+from ramp.data.answerability import (
     check_answerability,
     keep_sample,
     mask_offsets_error,
     unanswerable_detail,
 )
-from ramp.data_stats import OUTPUT_FILES, compute_stats, output_files, write_stats
-from ramp.rejections import Rejection
+from ramp.data.rejections import Rejection
+from ramp.data.samples import SAMPLE_SCHEMA, Sample
+from ramp.data.stats import OUTPUT_FILES, compute_stats, output_files, write_stats
 from ramp.retrieval.base import Retriever
 from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig, build_retriever
-from ramp.samples import SAMPLE_SCHEMA, Sample
 
 STAGE = "answerability"
 READ_STAGE = "read"
 SAMPLES = "samples"
 REJECTED = "rejected"
-METRICS_NAMESPACE = "ramp.answerability"
+METRICS_NAMESPACE = "ramp.data.answerability"
 
 _Pending = tuple[Sample, Any, Any]  # sample, timestamp, window
 

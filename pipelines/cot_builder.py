@@ -23,13 +23,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
+from ramp.pipelines.runner import pipeline_options
 
-from pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from pipelines.runner import pipeline_options
 from ramp.cot.builder import TrajectoryBuilder
 from ramp.cot.config import CotConfig
-from ramp.rejections import Rejection
-from ramp.trajectories import TRAJECTORY_SCHEMA, Trajectory
+from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory
+from ramp.data.rejections import Rejection
 
 TRAJECTORIES = "trajectories"
 REJECTED = "rejected"

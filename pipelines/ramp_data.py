@@ -19,17 +19,16 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
+from ramp.pipelines.runner import counter_totals, pipeline_options
 
-from pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from pipelines.runner import counter_totals, pipeline_options
 from ramp.config import CONFIG_DIR, load_config
-from ramp.data_config import DataConfig
-from ramp.data_stats import OUTPUT_FILES, compute_stats, write_stats
-from ramp.masking import build_sample
-from ramp.passages import PASSAGE_SCHEMA, Passage, passage_id
-from ramp.rejections import Rejection
-from ramp.samples import SAMPLE_SCHEMA
-from ramp.sources import (
+from ramp.data.config import DataConfig
+from ramp.data.masking import build_sample
+from ramp.data.passages import PASSAGE_SCHEMA, Passage, passage_id
+from ramp.data.rejections import Rejection
+from ramp.data.samples import SAMPLE_SCHEMA
+from ramp.data.sources import (
     INDEX_SUFFIXES,
     Article,
     SkippedPage,
@@ -43,9 +42,10 @@ from ramp.sources import (
     read_parquet,
     read_xml,
 )
-from ramp.spans import candidate_spans, load_nlp, prefilter
-from ramp.splitting import split_passages
-from ramp.wikitext import wikitext_to_text
+from ramp.data.spans import candidate_spans, load_nlp, prefilter
+from ramp.data.splitting import split_passages
+from ramp.data.stats import OUTPUT_FILES, compute_stats, write_stats
+from ramp.data.wikitext import wikitext_to_text
 
 METRICS_NAMESPACE = "ramp_data"
 REJECTED = "rejected"

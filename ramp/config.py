@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-CONFIG_DIR = Path(os.environ.get("RAMP_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+CONFIG_DIR = Path(os.environ.get("RAMP_CONFIG_DIR", str(resources.files("ramp.configs"))))
 
 M = TypeVar("M", bound=BaseModel)
 

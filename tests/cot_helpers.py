@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ramp.data.samples import SAMPLE_SCHEMA, Mask, Sample, mask_text
 from ramp.prompts import ramp_user_prompt
 from ramp.retrieval.base import Retriever
-from ramp.samples import SAMPLE_SCHEMA, Mask, Sample, mask_text
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "wiki18-sample-1000.jsonl"
 _SPAN = re.compile(r"\b(?:1[5-9]\d\d|20[0-2]\d)\b|\b[A-Z][a-z]+(?: [A-Z][a-z]+)+\b")

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
+from ramp.pipelines.answerability import CheckAnswerability, run_answerability
+from ramp.pipelines.ramp_data import load_data_config, run_build
 
-from pipelines.answerability import CheckAnswerability, run_answerability
-from pipelines.ramp_data import load_data_config, run_build
-from ramp.answerability import (
+from ramp.data.answerability import (
     KeepPolicy,
     answerable_fraction_by_type,
     check_answerability,
@@ -31,11 +31,11 @@ from ramp.answerability import (
     normalize_answer,
     sentence_bounds,
 )
-from ramp.rejections import Rejection
+from ramp.data.rejections import Rejection
+from ramp.data.samples import MASK_TOKEN, SAMPLE_SCHEMA, Mask, Sample, mask_text
 from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig
 from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever, split_contents
-from ramp.samples import MASK_TOKEN, SAMPLE_SCHEMA, Mask, Sample, mask_text
 
 
 def _sample(corpus: Path, doc_id: str, spans: list[tuple[str, str]]) -> Sample:

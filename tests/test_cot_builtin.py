@@ -15,11 +15,11 @@ from ramp.cot.loop import CotTask, Draft, run_episodes
 from ramp.cot.reading import expects_number, mask_windows, read_mask, shown_text, tokenize
 from ramp.cot.roles import load_role_templates
 from ramp.cot.teachers import BuiltinTeacher
+from ramp.cot.trajectories import Trajectory
+from ramp.data.rejections import Rejection
+from ramp.data.samples import Sample
 from ramp.metrics import f1
-from ramp.rejections import Rejection
 from ramp.retrieval.base import Hit
-from ramp.samples import Sample
-from ramp.trajectories import Trajectory
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from cot_helpers import answerable_samples, write_samples
 from openai_server import ScriptedOpenAIServer
+from ramp.pipelines.cot_builder import run_cot
 from typer.testing import CliRunner
 
-from pipelines.cot_builder import run_cot
 from ramp.cli import app
 from ramp.config import load_config
 from ramp.cot.config import CotConfig
-from ramp.samples import Sample
-from ramp.trajectories import read_trajectories
+from ramp.cot.trajectories import read_trajectories
+from ramp.data.samples import Sample
 
 # What the scripted teacher does for sample i.
 BEHAVIOUR = [

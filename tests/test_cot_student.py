@@ -12,9 +12,9 @@ from ramp.config import load_config
 from ramp.cot.builder import TrajectoryBuilder
 from ramp.cot.config import CotConfig
 from ramp.cot.student import StudentRunner
+from ramp.cot.trajectories import Trajectory
 from ramp.cot.verify import Verifier
-from ramp.rejections import Rejection
-from ramp.trajectories import Trajectory
+from ramp.data.rejections import Rejection
 
 
 def key(sample) -> str:

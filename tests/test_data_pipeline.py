@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ramp.pipelines.ramp_data import load_data_config, run_build
 
-from pipelines.ramp_data import load_data_config, run_build
-from ramp.masking import normalise
-from ramp.samples import MASK_TOKEN, unmask
+from ramp.data.masking import normalise
+from ramp.data.samples import MASK_TOKEN, unmask
 
 ROOT = Path(__file__).resolve().parent.parent
 DPR = ROOT / "data" / "wiki18-sample-1000.jsonl"
@@ -276,7 +276,7 @@ def test_multistream_dump_read_in_parallel_ranges_gives_same_passages(xml_run, t
     (tmp_path / "enwiki-test-pages-articles-multistream-index.txt.bz2").write_bytes(
         bz2.compress(b"\n".join(index) + b"\n")
     )
-    from pipelines.ramp_data import plan_read_tasks
+    from ramp.pipelines.ramp_data import plan_read_tasks
 
     tasks = plan_read_tasks([str(tmp_path / "*")], "xml", 3)
     assert len(tasks) == -(-page_streams // 3) and all(t.start is not None for t in tasks)
@@ -325,8 +325,8 @@ def test_sharded_writers_sort_by_key_keep_empty_shards_and_load_with_datasets(tm
     import apache_beam as beam
     import datasets
     import pyarrow as pa
+    from ramp.pipelines.io import ParquetFormat, WriteJsonlShards, WriteParquetShards, shard_path
 
-    from pipelines.io import ParquetFormat, WriteJsonlShards, WriteParquetShards, shard_path
     from ramp.seeding import stable_seed
 
     schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("n", pa.int64())])

@@ -9,7 +9,7 @@ import pytest
 from pydantic import Field
 
 from ramp.config import ConfigError, StrictModel, apply_overrides, load_config
-from ramp.samples import MASK_TOKEN, mask_text, unmask
+from ramp.data.samples import MASK_TOKEN, mask_text, unmask
 from ramp.seeding import record_rng, stable_seed
 
 
@@ -89,7 +89,7 @@ def test_cli_runs_as_module():
 
 
 RECIPE_MODELS = {
-    "data": "ramp.data_config:DataConfig",
+    "data": "ramp.data.config:DataConfig",
     "retrieval": "ramp.retrieval.config:RetrievalSettings",
     "agent": "ramp.agent.config:AgentConfig",
     "cot": "ramp.cot.config:CotConfig",

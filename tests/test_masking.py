@@ -2,13 +2,13 @@ from collections import Counter
 
 import pytest
 
-from ramp.data_config import MaskConfig
-from ramp.masking import build_sample, choose_masks, eligible_spans
-from ramp.passages import Passage
-from ramp.rejections import Rejection
-from ramp.samples import MASK_TOKEN, Sample, unmask
+from ramp.data.config import MaskConfig
+from ramp.data.masking import build_sample, choose_masks, eligible_spans
+from ramp.data.passages import Passage
+from ramp.data.rejections import Rejection
+from ramp.data.samples import MASK_TOKEN, Sample, unmask
+from ramp.data.spans import Span, candidate_spans, load_nlp
 from ramp.seeding import record_rng
-from ramp.spans import Span, candidate_spans, load_nlp
 
 
 def span(text: str, needle: str, label: str = "PERSON", kind: str = "entity", nth: int = 0) -> Span:

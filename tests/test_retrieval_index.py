@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ramp.passages import PASSAGE_SCHEMA, Passage
+from ramp.data.passages import PASSAGE_SCHEMA, Passage
 from ramp.retrieval.indexing import (
     MANIFEST_NAME,
     CorpusError,

@@ -13,10 +13,10 @@ from ramp.agent.protocol import (
     render_trajectory,
 )
 from ramp.agent.rollout import RolloutLoop, RolloutTask, task_from_qa, task_from_sample
+from ramp.data.samples import Mask, Sample
 from ramp.prompts import chat
 from ramp.retrieval.base import Hit
 from ramp.rewards import combined_reward
-from ramp.samples import Mask, Sample
 
 SEARCH_THEN_ANSWER = [
     "<think>who is it</think><search> Evan Morris lobbyist Genentech</search>",

@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ramp.splitting import split_passages, split_sentences
+from ramp.data.splitting import split_passages, split_sentences
 
 
 def test_sentences_respect_abbreviations_initials_and_lines():

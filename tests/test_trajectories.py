@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ramp.trajectories import TRAJECTORY_SCHEMA, Trajectory, read_trajectories
+from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory, read_trajectories
 
 
 def make_trajectory(sample_id: str = "s1", **changes: object) -> Trajectory:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ramp.sources import Article, read_xml
-from ramp.wikitext import wikitext_to_text
+from ramp.data.sources import Article, read_xml
+from ramp.data.wikitext import wikitext_to_text
 
 XML = Path(__file__).resolve().parent.parent / "data" / "enwiki-sample-106-articles.xml.bz2"
 

@@ -32,9 +32,9 @@ from ramp.agent.protocol import (
     end_of_turn_id,
     format_result_block,
 )
+from ramp.data.samples import Sample
 from ramp.prompts import Message, PromptTemplates, chat, qa_user_prompt, ramp_user_prompt
 from ramp.retrieval.base import Hit, Retriever
-from ramp.samples import Sample
 from ramp.seeding import stable_seed
 
 TaskKind = Literal["ramp", "qa"]

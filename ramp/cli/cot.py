@@ -33,9 +33,9 @@ def cot_command(
         raise typer.BadParameter(f"--teacher must be one of {', '.join(TEACHERS)}")
     if index and retriever_url:
         raise typer.BadParameter("give --index or --retriever-url, not both")
-    from pipelines.cot_builder import run_cot
     from ramp.config import ConfigError, load_config
     from ramp.cot.config import CotConfig
+    from ramp.pipelines.cot_builder import run_cot
 
     extra = [f"teacher.kind={teacher}"] if teacher else []
     if index:

@@ -30,8 +30,8 @@ def build_command(
     """Build masked samples. Beam options may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if fmt is not None and fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    from pipelines.ramp_data import load_data_config, run_build
-    from ramp.data_stats import format_stats
+    from ramp.data.stats import format_stats
+    from ramp.pipelines.ramp_data import load_data_config, run_build
 
     cfg = load_data_config(config, fmt, overrides or [])
     stats = run_build(inputs, output, cfg, workers, beam_args(ctx, pipeline_options))
@@ -44,7 +44,7 @@ def stats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Counts of an output directory: input records, samples, rejections by reason, masks by type and k."""
-    from ramp.data_stats import format_stats, load_stats
+    from ramp.data.stats import format_stats, load_stats
 
     stats = load_stats(directory)
     typer.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
@@ -69,9 +69,9 @@ def answerability_command(
     """Keep samples whose masks the search tool can answer without the source passage."""
     if (index is None) == (retriever_url is None):
         raise typer.BadParameter("give exactly one of --index and --retriever-url")
-    from pipelines.answerability import run_answerability
-    from ramp.answerability import format_answerability_stats
     from ramp.config import load_config
+    from ramp.data.answerability import format_answerability_stats
+    from ramp.pipelines.answerability import run_answerability
     from ramp.retrieval.config import RetrievalSettings, RetrieverConfig
 
     location = ["retriever.kind=lucene"] if index is not None else ["retriever.kind=http"]

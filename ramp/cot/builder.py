@@ -17,14 +17,14 @@ from ramp.cot.config import CotConfig
 from ramp.cot.loop import CotTask, Draft, Failure, run_episodes
 from ramp.cot.roles import load_role_templates
 from ramp.cot.teachers import BuiltinTeacher, ChatTeacher
+from ramp.cot.trajectories import Trajectory
 from ramp.cot.verify import Verdict, Verifier
+from ramp.data.rejections import Rejection
+from ramp.data.samples import MASK_TOKEN, Sample
 from ramp.prompts import load_templates
-from ramp.rejections import Rejection
 from ramp.retrieval.base import Retriever
 from ramp.retrieval.config import build_retriever
 from ramp.rewards import LLMJudge
-from ramp.samples import MASK_TOKEN, Sample
-from ramp.trajectories import Trajectory
 
 STAGE = "cot"
 Runner = Callable[[Sequence[CotTask]], list[Draft | Failure]]

@@ -5,7 +5,7 @@ query into several search queries, the retriever answers them (never returning t
 ``exclude_doc_ids``), and the observer reads every result so far and either asks for another search
 or answers. The observer's last turn must answer; searching then ends the episode as ``max_turns``.
 
-The finished episode is merged into the single-agent message format of :mod:`ramp.trajectories`:
+The finished episode is merged into the single-agent message format of :mod:`ramp.cot.trajectories`:
 one ``<think>..</think><search>q</search>`` assistant message per search (the plan or the observer's
 reasoning as the think), each followed by its tool result block, then the final answer message.
 A rewritten query whose hits add no document the episode has not seen is dropped (except the first
@@ -22,9 +22,9 @@ from ramp.agent.parser import parse_mask_fills
 from ramp.agent.protocol import format_result_block
 from ramp.cot.config import LoopConfig
 from ramp.cot.roles import ChatMessages, Observation, PlanOutput, RoleTemplates
+from ramp.data.samples import Sample
 from ramp.prompts import chat
 from ramp.retrieval.base import Hit, Retriever
-from ramp.samples import Sample
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ramp.agent.protocol import shown_text
-from ramp.answerability import normalize_answer
 from ramp.cot.config import BuiltinTeacherConfig
+from ramp.data.answerability import normalize_answer
+from ramp.data.samples import MASK_TOKEN
 from ramp.retrieval.base import Hit
-from ramp.samples import MASK_TOKEN
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th|s)?|\w+(?:[.’']\w+)*|[^\w\s]")
 _POSSESSIVE = ("'s", "’s")

@@ -91,7 +91,7 @@ def _iter_parquet(file: Path) -> Iterator[tuple[str, str]]:
     missing = set(PASSAGE_COLUMNS) - set(parquet.schema_arrow.names)
     if missing:
         raise CorpusError(
-            f"{file}: missing passage columns {sorted(missing)} (see ramp.passages.PASSAGE_SCHEMA)"
+            f"{file}: missing passage columns {sorted(missing)} (see ramp.data.passages.PASSAGE_SCHEMA)"
         )
     row_no = 0
     for batch in parquet.iter_batches(columns=PASSAGE_COLUMNS, batch_size=8192):

@@ -1,8 +1,8 @@
 """Input records for the masking pipeline, one parser per input format.
 
 Readers take binary streams (opened by the caller, e.g. with Beam's FileSystems so ``gs://`` works) and
-yield :class:`~ramp.passages.Passage` (DPR input, already passages), :class:`Article` (to be split),
-:class:`~ramp.rejections.Rejection` (a record that cannot be read) or :class:`SkippedPage` (XML redirects
+yield :class:`~ramp.data.passages.Passage` (DPR input, already passages), :class:`Article` (to be split),
+:class:`~ramp.data.rejections.Rejection` (a record that cannot be read) or :class:`SkippedPage` (XML redirects
 and non-article namespaces: not input records, only counted). Files are read as bytes and decoded per
 record, so a bad line is one rejected record; a truncated compressed file or broken XML keeps everything
 read before the break and adds one ``truncated_input``/``broken_xml`` rejection for the break.
@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-from ramp.passages import Passage
-from ramp.rejections import Rejection
+from ramp.data.passages import Passage
+from ramp.data.rejections import Rejection
 
 CHUNK_BYTES = 1 << 20
 PAYLOAD_BYTES = 500

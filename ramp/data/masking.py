@@ -17,13 +17,13 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from ramp.data_config import MaskConfig
-from ramp.passages import Passage
+from ramp.data.config import MaskConfig
+from ramp.data.passages import Passage
+from ramp.data.rejections import Rejection
+from ramp.data.samples import MASK_TOKEN, Mask, Sample, mask_text
+from ramp.data.spans import Span
 from ramp.prompts import PromptTemplates, ramp_user_prompt
-from ramp.rejections import Rejection
-from ramp.samples import MASK_TOKEN, Mask, Sample, mask_text
 from ramp.seeding import record_rng
-from ramp.spans import Span
 
 _DISAMBIGUATION = re.compile(r"\s*\([^()]*\)\s*$")
 

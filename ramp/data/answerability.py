@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from ramp.data.samples import Sample
 from ramp.retrieval.base import Hit, Retriever
-from ramp.samples import Sample
 from ramp.stats_table import balance_note, count_rows, table_row
 
 KeepPolicy = Literal["all_answerable", "any_answerable", "record_only"]

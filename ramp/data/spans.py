@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ramp.samples import MASK_TOKEN
+from ramp.data.samples import MASK_TOKEN
 
 # Components NER does not need; excluded at load time (never loaded, never run).
 EXCLUDED_COMPONENTS = ("parser", "tagger", "lemmatizer", "attribute_ruler", "senter", "morphologizer")

@@ -1,0 +1,1 @@
+"""Recipes shipped as package data (`ramp.configs`): one YAML per recipe."""
