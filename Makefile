@@ -3,6 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RAMP := $(VENV)/bin/ramp
 DEMO_OUT ?= runs/demo
+DEMO_INPUT ?= data/enwiki-sample-106-articles.xml.bz2
+# Python sources: the library, its entry folders (installed as ramp.pipelines, ramp.pretrain, ...), tests, benchmarks.
+PACKAGES := ramp $(wildcard pipelines pretrain finetune eval)
+SOURCES := $(PACKAGES) tests bench
 
 .PHONY: setup demo test lint bench
 
@@ -19,15 +23,15 @@ setup: $(VENV)/.installed
 # The bundled Wikipedia sample -> masked samples -> BM25 index of its passages -> answerable samples
 # -> verified CoT trajectories (built-in teacher, no LLM needed).
 demo: setup
-	$(RAMP) data build --input data/enwiki-sample-106-articles.xml.bz2 --format xml --output $(DEMO_OUT)/samples
+	$(RAMP) data build --input $(DEMO_INPUT) --format xml --output $(DEMO_OUT)/samples
 	$(RAMP) index build --corpus $(DEMO_OUT)/samples --index $(DEMO_OUT)/index --overwrite
 	$(RAMP) data answerability --samples $(DEMO_OUT)/samples --index $(DEMO_OUT)/index --output $(DEMO_OUT)/answerable
 	$(RAMP) data cot --samples $(DEMO_OUT)/answerable --index $(DEMO_OUT)/index --output $(DEMO_OUT)/trajectories
 
 lint: setup
-	$(VENV)/bin/ruff check ramp pipelines tests bench
-	$(VENV)/bin/ruff format --check ramp pipelines tests bench
-	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(VENV)/bin/mypy $(PACKAGES)
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -8,11 +8,13 @@ The corpus and index are cached in ``--cache-dir`` and reused between runs.
 
 Reports, in one run on one index: queries/s through ``LuceneRetriever.search`` (hits with text),
 through pyserini's ``LuceneSearcher.batch_search`` alone (Java hit objects only) and with the same
-hit extraction ramp does (the like-for-like baseline; ratio target >= 0.9), then server q/s with 1, 8
-and 32 concurrent clients sending one query per request (agent-style) to ``ramp serve-retriever``.
+hit extraction ramp does (the like-for-like baseline; ratio target >= 0.9). The three run interleaved,
+in a rotating order, for ``--trials`` trials of ``--queries`` queries each; the ratios are taken per trial
+and their median is the figure (one short trial swings by 15% on a busy machine). Then server q/s with 1,
+8 and 32 concurrent clients sending one query per request (agent-style) to ``ramp serve-retriever``.
 
-    .venv/bin/python bench/bench_retrieval.py                      # 200,000 docs, 1,000 queries
-    .venv/bin/python bench/bench_retrieval.py --docs 20000 --queries 500
+    .venv/bin/python bench/bench_retrieval.py             # 200,000 docs, 5 trials of 5,000 queries
+    .venv/bin/python bench/bench_retrieval.py --docs 20000 --queries 500 --trials 3
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -82,20 +85,24 @@ def cached_index(cache_dir: Path, docs: int, threads: int) -> Path:
     return index
 
 
-def best_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each run; runs are interleaved so machine noise hits them alike."""
+def trial_seconds(runs: dict[str, Callable[[], object]], trials: int) -> list[dict[str, float]]:
+    """Wall time of each run in each trial; runs are interleaved (the order rotates every trial) so
+    machine noise hits them alike."""
     for run in runs.values():
         run()  # warm-up
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for name, run in runs.items():
+    names = list(runs)
+    timings = []
+    for trial in range(trials):
+        seconds = {}
+        for name in names[trial % len(names) :] + names[: trial % len(names)]:
             started = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
+            runs[name]()
+            seconds[name] = time.perf_counter() - started
+        timings.append(seconds)
+    return timings
 
 
-def in_process(index: Path, queries: list[str], k: int, threads: int, repeats: int) -> None:
+def in_process(index: Path, queries: list[str], k: int, threads: int, trials: int) -> None:
     print(f"in-process batch search, k={k}, {threads} threads:")
     retriever = LuceneRetriever(index, threads=threads)
     lucene = import_pyserini_lucene()
@@ -121,15 +128,24 @@ def in_process(index: Path, queries: list[str], k: int, threads: int, repeats: i
         "pyserini batch_search (Java objects only)": pyserini_raw,
         "pyserini batch_search + hit text": pyserini_with_text,
     }
-    best = best_seconds(runs, repeats)
-    rates = {name: len(queries) / seconds for name, seconds in best.items()}
-    for name, rate in rates.items():
-        print(f"  {name:<46} {rate:>8,.0f} q/s  ({best[name] * 1000:.0f} ms per {len(queries)} queries)")
-    ours, raw, fair = rates.values()
-    print(f"  ratio ramp / pyserini+text = {ours / fair:.2f}   (target >= 0.9)")
-    print(f"  ratio ramp / pyserini raw  = {ours / raw:.2f}")
+    ours, raw, fair = runs
+    timings = trial_seconds(runs, trials)
+    for name in runs:
+        rates = [len(queries) / seconds[name] for seconds in timings]
+        print(f"  {name:<46} {statistics.median(rates):>8,.0f} q/s median  (trials: {_listed(rates, '.0f')})")
+    for baseline, label in ((fair, "pyserini+text"), (raw, "pyserini raw ")):
+        ratios = [seconds[baseline] / seconds[ours] for seconds in timings]
+        target = "   (target >= 0.9)" if baseline == fair else ""
+        print(
+            f"  ratio ramp / {label} = {statistics.median(ratios):.2f} median of {trials}{target}"
+            f"  (trials: {_listed(ratios, '.2f')})"
+        )
     searcher.close()
     retriever.close()
+
+
+def _listed(values: list[float], spec: str) -> str:
+    return " ".join(format(v, spec) for v in values)
 
 
 def _free_port() -> int:
@@ -183,18 +199,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--docs", type=int, default=200_000)
-    parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument("--queries", type=int, default=5_000, help="queries per in-process trial")
+    parser.add_argument("--trials", type=int, default=5, help="interleaved in-process trials")
+    parser.add_argument("--server-queries", type=int, default=1_000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "bench-retrieval-cache")
     args = parser.parse_args()
 
     index = cached_index(args.cache_dir, args.docs, args.threads)
-    queries = bench_queries(args.queries)
-    print(f"index: {index} ({args.docs:,} documents), {len(queries):,} queries")
-    in_process(index, queries, args.k, args.threads, args.repeats)
-    server(index, queries, args.k, args.threads)
+    queries = bench_queries(max(args.queries, args.server_queries))
+    print(f"index: {index} ({args.docs:,} documents), {args.queries:,} queries per trial")
+    in_process(index, queries[: args.queries], args.k, args.threads, args.trials)
+    server(index, queries[: args.server_queries], args.k, args.threads)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ from tiny_model import ForceTokens, ScriptedBackend, corpus_lines, tiny_model, t
 from ramp.agent.backends.base import GenerationRequest  # noqa: E402
 from ramp.agent.backends.hf import HFBackend  # noqa: E402
 from ramp.agent.config import RolloutConfig  # noqa: E402
-from ramp.agent.rollout import RolloutLoop, RolloutTask  # noqa: E402
+from ramp.agent.rollout import RolloutLoop  # noqa: E402
+from ramp.agent.task import Task  # noqa: E402
 from ramp.prompts import chat  # noqa: E402
+from ramp.retrieval.env import SearchConfig, SearchEnv  # noqa: E402
 from ramp.seeding import record_rng  # noqa: E402
 
 
@@ -119,14 +121,20 @@ def main() -> None:
     backend = HFBackend(tiny_model(tokenizer, args.hidden, args.layers), tokenizer, args.batch_size, "cpu")
     task_scripts = scripts(num_tasks, args.think_words)
     tasks = [
-        RolloutTask(task_id=key.strip(), messages=chat(f"Find the masked words for{key} ."), kind="qa")
+        Task(
+            task_id=key.strip(),
+            kind="qa",
+            messages=tuple(chat(f"Find the masked words for{key} .")),
+            golds=(),
+        )
         for key in task_scripts
     ]
-    config = RolloutConfig(max_turns=4, max_new_tokens_per_turn=256, max_total_new_tokens=1024, top_k=3)
+    config = RolloutConfig(max_turns=4, max_new_tokens_per_turn=256, max_total_new_tokens=1024)
     with tempfile.TemporaryDirectory() as tmp:
         build_index([ROOT / "data" / "wiki18-sample-1000.jsonl"], tmp, threads=1, shards=1, progress=False)
         retriever = LuceneRetriever(tmp, threads=1)
-        loop = RolloutLoop(ScriptedBackend(backend, task_scripts), retriever, config)
+        env = SearchEnv(retriever, SearchConfig(top_k=3))
+        loop = RolloutLoop(ScriptedBackend(backend, task_scripts), env, config)
         loop.run(tasks[:2])  # warm-up: JVM, torch kernels
         loop_prefilled_before, loop_reused_before = (
             backend.stats.prefilled_tokens,

@@ -8,39 +8,46 @@ starts one JVM per worker process, or an HTTP client) and buffers samples until 
 queries are pending, flushing the rest in ``finish_bundle``.
 
 The job (:func:`run_answerability`, ``ramp data answerability``) runs it over the samples directory
-of ``ramp data build``: ReadSamples (one task per ``samples-*.parquet``; a row that does not parse is
-rejected as ``unparseable``) -> CheckAnswerability -> deterministic shards ``samples-*.parquet`` and
+of ``ramp data build``: ReadSamples (``ramp.pipelines.samples_io``) -> ParseSamples (a row that does not
+parse is rejected as ``unparseable``) -> CheckAnswerability -> deterministic shards ``samples-*.parquet`` and
 ``rejected-*.jsonl`` (as many shards as input files) -> ``stats.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
+from ramp.pipelines.chunks import ChunkedJob, merge_answerability_stats, run_input_files
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
 from ramp.pipelines.runner import counter_totals, pipeline_options
+from ramp.pipelines.samples_io import UNPARSEABLE, ReadSamples
 
+from ramp.config import CONFIG_DIR, load_config
 from ramp.data.answerability import (
     check_answerability,
     keep_sample,
     mask_offsets_error,
     unanswerable_detail,
 )
+from ramp.data.config import DataConfig
+from ramp.data.masking import k_probabilities, passage_allowance, redraw_sample
 from ramp.data.rejections import Rejection
 from ramp.data.samples import SAMPLE_SCHEMA, Sample
 from ramp.data.stats import OUTPUT_FILES, compute_stats, output_files, write_stats
-from ramp.retrieval.base import Retriever
+from ramp.errors import UserError
 from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig, build_retriever
+from ramp.retrieval.env import SearchEnv
+from ramp.retrieval.indexing import read_manifest
+from ramp.retrieval.leakage import check_index_covers_samples, read_samples_manifest, write_samples_manifest
 
 STAGE = "answerability"
+UNANSWERABLE = "unanswerable"
 READ_STAGE = "read"
 SAMPLES = "samples"
 REJECTED = "rejected"
@@ -50,15 +57,18 @@ _Pending = tuple[Sample, Any, Any]  # sample, timestamp, window
 
 
 class CheckAnswerabilityFn(beam.DoFn):
-    def __init__(self, retriever_config: RetrieverConfig, config: AnswerabilityConfig) -> None:
+    def __init__(
+        self, retriever_config: RetrieverConfig, config: AnswerabilityConfig, hide_sentence_spans: bool = True
+    ) -> None:
         self.retriever_config = retriever_config
         self.config = config
-        self._retriever: Retriever | None = None
+        self.hide_sentence_spans = hide_sentence_spans
+        self._env: SearchEnv | None = None
         self._pending: list[_Pending] = []
         self._pending_queries = 0
 
     def setup(self) -> None:
-        self._retriever = build_retriever(self.retriever_config)
+        self._env = SearchEnv(build_retriever(self.retriever_config), self.config.search, owns_retriever=True)
 
     def start_bundle(self) -> None:
         self._pending, self._pending_queries = [], 0
@@ -92,16 +102,24 @@ class CheckAnswerabilityFn(beam.DoFn):
         pending, self._pending, self._pending_queries = self._pending, [], 0
         if not pending:
             return
-        assert self._retriever is not None, "setup() opens the retriever"
-        checked = check_answerability([s for s, _, _ in pending], self._retriever, self.config.k)
+        assert self._env is not None, "setup() opens the retriever"
+        redraw = self.config.keep == "redraw"
+        checked = check_answerability(
+            [s for s, _, _ in pending],
+            self._env,
+            self.config.min_context_words,
+            redraw,
+            self.hide_sentence_spans,
+        )
         for sample, (_, timestamp, window) in zip(checked, pending, strict=True):
-            for mask in sample.masks:
+            for mask in sample.spans if redraw and sample.spans else sample.masks:
                 Metrics.counter(METRICS_NAMESPACE, f"masks_{mask.type}_answerable_{mask.answerable}").inc()
             if keep_sample(sample, self.config.keep):
-                Metrics.counter(METRICS_NAMESPACE, "kept").inc()
+                if not redraw:
+                    Metrics.counter(METRICS_NAMESPACE, "kept").inc()
                 yield SAMPLES, sample, timestamp, window
             else:
-                Metrics.counter(METRICS_NAMESPACE, "rejected_unanswerable").inc()
+                Metrics.counter(METRICS_NAMESPACE, f"rejected_{UNANSWERABLE}").inc()
                 rejection = Rejection(
                     sample.sample_id,
                     STAGE,
@@ -112,23 +130,94 @@ class CheckAnswerabilityFn(beam.DoFn):
                 yield REJECTED, rejection, timestamp, window
 
     def teardown(self) -> None:
-        if self._retriever is not None:
-            self._retriever.close()
-            self._retriever = None
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+class RedrawMasksFn(beam.DoFn):
+    """A checked sample -> its masks drawn again among its answerable spans, or ``unanswerable``."""
+
+    def __init__(self, data_config: DataConfig) -> None:
+        self.data_config = data_config
+        self.templates: Any = None
+
+    def setup(self) -> None:
+        from ramp.prompts import load_templates
+
+        self.templates = load_templates()
+
+    def process(self, sample: Sample, passages_by_m: dict[int, int] | None = None) -> Iterator[Any]:
+        masking = self.data_config.masking
+        probabilities = k_probabilities(passages_by_m or {}, masking)
+        result = redraw_sample(sample, masking, self.data_config.seed, self.templates, probabilities)
+        if isinstance(result, Sample):
+            Metrics.counter(METRICS_NAMESPACE, "kept").inc()
+            yield result
+            return
+        Metrics.counter(METRICS_NAMESPACE, f"rejected_{UNANSWERABLE}").inc()
+        eligible = sample.spans or sample.masks
+        found = sum(bool(m.answerable) for m in eligible)
+        detail = f"{found}/{len(eligible)} eligible spans answerable: {result.detail}"
+        yield beam.pvalue.TaggedOutput(
+            REJECTED, Rejection(sample.sample_id, STAGE, UNANSWERABLE, detail, sample.passage)
+        )
 
 
 class CheckAnswerability(beam.PTransform):
-    """Samples -> tagged ``samples`` (fields filled, kept by policy) and ``rejected`` (Rejection)."""
+    """Samples -> tagged ``samples`` (fields filled, kept by policy) and ``rejected`` (Rejection).
 
-    def __init__(self, retriever_config: RetrieverConfig, answerability_config: AnswerabilityConfig) -> None:
+    With ``keep: redraw`` every eligible span is checked, then the masks are drawn again among the
+    answerable ones (``masking.k_mix`` of ``data_config``: ``balanced`` counts the passages by how many
+    masks their answerable spans allow first, a side input).
+    """
+
+    def __init__(
+        self,
+        retriever_config: RetrieverConfig,
+        answerability_config: AnswerabilityConfig,
+        data_config: DataConfig | None = None,
+    ) -> None:
         super().__init__()
         self.retriever_config = retriever_config
         self.answerability_config = answerability_config
+        self.data_config = data_config or DataConfig()
 
     def expand(self, samples: Any) -> Any:
-        return samples | "SearchMasks" >> beam.ParDo(
-            CheckAnswerabilityFn(self.retriever_config, self.answerability_config)
+        checked = samples | "SearchMasks" >> beam.ParDo(
+            CheckAnswerabilityFn(
+                self.retriever_config,
+                self.answerability_config,
+                not self.data_config.masking.one_per_sentence,
+            )
         ).with_outputs(REJECTED, main=SAMPLES)
+        if self.answerability_config.keep != "redraw":
+            return checked
+        masking = self.data_config.masking
+        redraw = RedrawMasksFn(self.data_config)
+        if masking.k_mix == "balanced":
+            allowed = (
+                checked.samples
+                | "AllowedMasks" >> beam.Map(passage_allowance, masking, True)
+                | "CountByAllowed" >> beam.combiners.Count.PerElement()
+            )
+            drawn = checked.samples | "Redraw" >> beam.ParDo(
+                redraw, beam.pvalue.AsDict(allowed)
+            ).with_outputs(REJECTED, main=SAMPLES)
+        else:
+            drawn = checked.samples | "Redraw" >> beam.ParDo(redraw).with_outputs(REJECTED, main=SAMPLES)
+        rejected = (checked[REJECTED], drawn[REJECTED]) | "CheckRejected" >> beam.Flatten()
+        return _Outputs(drawn.samples, rejected)
+
+
+class _Outputs:
+    """The ``samples`` / ``rejected`` pair, addressed like a tagged ParDo output."""
+
+    def __init__(self, samples: Any, rejected: Any) -> None:
+        self.samples, self._rejected = samples, rejected
+
+    def __getitem__(self, tag: str) -> Any:
+        return {SAMPLES: self.samples, REJECTED: self._rejected}[tag]
 
 
 # Columns a samples row must have non-null (the nullable=False fields of SAMPLE_SCHEMA).
@@ -146,24 +235,19 @@ def parse_sample_row(row: dict[str, Any]) -> Sample:
         raise ValueError(f"not a sample row: {err!r}") from None
 
 
-class ReadSamplesFn(beam.DoFn):
-    """One ``samples-*.parquet`` file -> samples (main) and ``unparseable`` rejections (tagged)."""
+class ParseSamplesFn(beam.DoFn):
+    """``(file, row)`` pairs of :class:`~ramp.pipelines.samples_io.ReadSamples` -> samples (main) and
+    ``unparseable`` rejections (tagged)."""
 
-    def process(self, path: str) -> Iterator[Any]:
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-                for batch in pq.ParquetFile(raw).iter_batches(batch_size=1024):
-                    for row in batch.to_pylist():
-                        yield from self._parse(path, row)
-        except (OSError, ValueError) as err:  # an unreadable file or a corrupt page: the rest of the file
-            Metrics.counter(METRICS_NAMESPACE, "read").inc()
+    def process(self, source: tuple[str, dict[str, Any]]) -> Iterator[Any]:
+        path, row = source
+        Metrics.counter(METRICS_NAMESPACE, "read").inc()
+        if UNPARSEABLE in row:  # the reader could not read (the rest of) a file
             Metrics.counter(METRICS_NAMESPACE, "rejected_unparseable").inc()
             yield beam.pvalue.TaggedOutput(
-                REJECTED, Rejection(path, READ_STAGE, "unparseable", f"unreadable Parquet: {err!r}")
+                REJECTED, Rejection(row["id"], READ_STAGE, UNPARSEABLE, row[UNPARSEABLE])
             )
-
-    def _parse(self, path: str, row: dict[str, Any]) -> Iterator[Any]:
-        Metrics.counter(METRICS_NAMESPACE, "read").inc()
+            return
         try:
             yield parse_sample_row(row)
         except ValueError as err:
@@ -171,24 +255,8 @@ class ReadSamplesFn(beam.DoFn):
             sample_id = row.get("sample_id")
             record_id = sample_id if isinstance(sample_id, str) and sample_id else path
             yield beam.pvalue.TaggedOutput(
-                REJECTED, Rejection(record_id, READ_STAGE, "unparseable", str(err), repr(row)[:500])
+                REJECTED, Rejection(record_id, READ_STAGE, UNPARSEABLE, str(err), repr(row)[:500])
             )
-
-
-class ReadSamples(beam.PTransform):
-    """``samples-*.parquet`` files -> tagged ``samples`` (Sample) and ``rejected`` (Rejection)."""
-
-    def __init__(self, files: Sequence[str]) -> None:
-        super().__init__()
-        self.files = list(files)
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        return (
-            pbegin
-            | "Files" >> beam.Create(self.files)
-            | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadSamplesFn()).with_outputs(REJECTED, main=SAMPLES)
-        )
 
 
 class WriteOutputs(beam.PTransform):
@@ -223,11 +291,16 @@ def build_pipeline(
     output_dir: str,
     retriever_config: RetrieverConfig,
     answerability_config: AnswerabilityConfig,
+    data_config: DataConfig | None = None,
 ) -> None:
     """Wire the answerability job into ``pipeline``."""
-    read = pipeline | "ReadSamples" >> ReadSamples(files)
+    read = (
+        pipeline
+        | "ReadSamples" >> ReadSamples(files, with_source=True)
+        | "ParseSamples" >> beam.ParDo(ParseSamplesFn()).with_outputs(REJECTED, main=SAMPLES)
+    )
     checked = read.samples | "CheckAnswerability" >> CheckAnswerability(
-        retriever_config, answerability_config
+        retriever_config, answerability_config, data_config
     )
     rejected = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
     _ = (checked.samples, rejected) | "WriteOutputs" >> WriteOutputs(output_dir, max(1, len(files)))
@@ -240,21 +313,84 @@ def run_answerability(
     answerability_config: AnswerabilityConfig,
     workers: int = 1,
     pipeline_args: Sequence[str] = (),
+    chunk_mb: float | None = None,
+    files: Sequence[str] | None = None,
+    allow_foreign_index: bool = False,
+    data_config: DataConfig | None = None,
 ) -> dict[str, Any]:
-    """Check every sample of ``samples_dir``, write ``output_dir`` and its ``stats.json``; return it."""
+    """Check every sample of ``samples_dir``, write ``output_dir`` and its ``stats.json``; return it.
+    Local runs go in chunks of input files of about ``chunk_mb`` megabytes (None: automatic, 0: one
+    pass; ``pipelines.chunks``), each a single pass over its ``files``.
+
+    On start, the leakage guard checks that the samples' source passages are in the index
+    (:func:`ramp.retrieval.leakage.check_index_covers_samples`; ``allow_foreign_index`` to proceed
+    anyway). ``keep: redraw`` draws the masks with the data config the samples were built with (their
+    ``manifest.json``; ``configs/data.yaml`` for a directory without one)."""
     if _same_directory(samples_dir, output_dir):
-        raise ValueError(f"--output must differ from the samples directory {samples_dir}")
-    files = output_files(samples_dir, "samples-", ".parquet")
-    if not files:
-        raise FileNotFoundError(f"no samples-*.parquet files in {samples_dir}")
+        raise UserError(f"--output must differ from the samples directory {samples_dir}")
+    if files is None:
+        listed = output_files(samples_dir, "samples-", ".parquet")
+        if not listed:
+            raise FileNotFoundError(f"no samples-*.parquet files in {samples_dir}")
+        check_leakage_guard(samples_dir, retriever_config, allow_foreign_index)
+        manifest = read_samples_manifest(samples_dir)
+        built_with = samples_data_config(manifest)
+        job = ChunkedJob(
+            "data answerability",
+            output_dir,
+            OUTPUT_FILES,
+            lambda part, out: run_answerability(
+                samples_dir,
+                out,
+                retriever_config,
+                answerability_config,
+                workers,
+                pipeline_args,
+                files=part,
+                data_config=built_with,
+            ),
+            merge_answerability_stats,
+            json.dumps(
+                [retriever_config.model_dump(mode="json"), answerability_config.model_dump(mode="json")]
+            ),
+        )
+        stats = run_input_files(job, listed, chunk_mb, pipeline_args)
+        if manifest:
+            answerability = answerability_config.model_dump(mode="json")
+            write_samples_manifest(output_dir, {**manifest, "answerability": answerability})
+        return stats
     clear_outputs(output_dir, OUTPUT_FILES)
     pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    build_pipeline(pipeline, files, output_dir, retriever_config, answerability_config)
+    build_pipeline(pipeline, files, output_dir, retriever_config, answerability_config, data_config)
     result = pipeline.run()
     result.wait_until_finish()
     stats = answerability_stats(output_dir, counter_totals(result, METRICS_NAMESPACE), answerability_config)
     write_stats(output_dir, stats)
     return stats
+
+
+def samples_data_config(manifest: dict[str, Any] | None) -> DataConfig:
+    """The data config a samples directory was built with (its manifest), else ``configs/data.yaml``."""
+    if manifest and manifest.get("data_config"):
+        return DataConfig.model_validate(manifest["data_config"])
+    return load_config(DataConfig, str(CONFIG_DIR / "data.yaml"))
+
+
+def check_leakage_guard(
+    samples_dir: str, retriever_config: RetrieverConfig, allow_foreign_index: bool
+) -> None:
+    """The start-of-stage leakage check with the stage's own retriever (see :mod:`ramp.retrieval.leakage`)."""
+    index_manifest = None
+    if retriever_config.kind == "lucene" and retriever_config.index:
+        try:
+            index_manifest = read_manifest(retriever_config.index)
+        except FileNotFoundError:
+            index_manifest = None
+    retriever = build_retriever(retriever_config)
+    try:
+        check_index_covers_samples(samples_dir, retriever, index_manifest, allow_foreign_index)
+    finally:
+        retriever.close()
 
 
 def _same_directory(a: str, b: str) -> bool:
@@ -281,12 +417,13 @@ def answerability_stats(
         "kept": written["samples"],
         "rejected": written["rejected"],
         "rejected_by_reason": written["rejected_by_reason"],
-        "k": config.k,
+        "k": config.search.top_k,
         "keep": config.keep,
         "answerable_fraction_by_type": {
             kind: round(found / total, 4) for kind, (found, total) in sorted(checked.items())
         },
         "masks_checked_by_type": {kind: total for kind, (_, total) in sorted(checked.items())},
+        "masks_answerable_by_type": {kind: found for kind, (found, _) in sorted(checked.items())},
         "masks_by_type": written["masks_by_type"],
         "samples_by_k": written["samples_by_k"],
     }

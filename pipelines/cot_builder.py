@@ -1,6 +1,6 @@
-"""The CoT trajectory job: samples -> verified trajectories + dead-letter rows + stats.
+"""The CoT trajectory job: samples (or QA questions) -> verified trajectories + dead-letter rows + stats.
 
-    samples-*.parquet --ReadSamples--> rows --BuildTrajectories--> trajectories | rejected
+    samples-*.parquet | QA *.jsonl --ReadSamples--> rows --BuildTrajectories--> trajectories | rejected
     trajectories --WriteTrajectories--> trajectories-SSSSS-of-NNNNN.parquet (zstd, sorted by sample_id)
     rejected     --WriteRejected-->     rejected-SSSSS-of-NNNNN.jsonl       (sorted by record id, reason)
     all counts   --WriteStats-->        stats.json (in = kept + rejected, verified yield, reasons)
@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from ramp.pipelines.answerability import check_leakage_guard
+from ramp.pipelines.chunks import ChunkedJob, cot_counts, run_input_files
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
 from ramp.pipelines.runner import pipeline_options
+from ramp.pipelines.samples_io import ReadSamples
 
 from ramp.cot.builder import TrajectoryBuilder
 from ramp.cot.config import CotConfig
@@ -39,37 +41,16 @@ OUTPUT_FILES = (f"{TRAJECTORIES}-*.parquet", f"{REJECTED}-*.jsonl", STATS_FILE)
 
 
 def sample_files(samples_dir: str | Path) -> list[str]:
-    """Sorted paths of ``<samples_dir>/samples-*.parquet`` on any Beam filesystem."""
-    pattern = f"{str(samples_dir).rstrip('/')}/samples-*.parquet"
+    """Sorted paths of ``<samples_dir>/samples-*.parquet``, or of a QA dataset given as a ``.jsonl`` path
+    or glob (rows ``{"id", "question", "golden_answers"}``), on any Beam filesystem."""
+    source = str(samples_dir).rstrip("/")
+    qa = source.endswith(".jsonl")
+    pattern = source if qa else f"{source}/samples-*.parquet"
     files = sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
     if not files:
-        raise FileNotFoundError(f"no samples-*.parquet in {samples_dir} (build them with `ramp data build`)")
+        what = "no QA file matches" if qa else "no samples-*.parquet in"
+        raise FileNotFoundError(f"{what} {samples_dir} (build samples with `ramp data build`)")
     return files
-
-
-class ReadSamplesFn(beam.DoFn):
-    """One ``samples-*.parquet`` file (any Beam filesystem) -> its rows, as dicts."""
-
-    def process(self, path: str) -> Iterator[dict[str, Any]]:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            for batch in pq.ParquetFile(raw).iter_batches(batch_size=1024):
-                yield from batch.to_pylist()
-
-
-class ReadSamples(beam.PTransform):
-    """Sample rows (dicts) from ``samples-*.parquet``: one read task per file."""
-
-    def __init__(self, files: Sequence[str]) -> None:
-        super().__init__()
-        self.files = list(files)
-
-    def expand(self, pipeline: Any) -> Any:
-        return (
-            pipeline
-            | "Files" >> beam.Create(self.files)
-            | "Spread" >> beam.Reshuffle()
-            | "Rows" >> beam.ParDo(ReadSamplesFn())
-        )
 
 
 class BuildTrajectoriesFn(beam.DoFn):
@@ -189,14 +170,34 @@ def run_cot(
     config: CotConfig,
     workers: int = 1,
     pipeline_args: Sequence[str] = (),
+    chunk_mb: float | None = None,
+    files: Sequence[str] | None = None,
+    allow_foreign_index: bool = False,
 ) -> dict[str, Any]:
     """Run the job on any Beam runner (``pipeline_args``; default the local FnApiRunner) and return
-    stats.json's content. Paths may be local or on any Beam filesystem; old outputs are replaced."""
-    files = sample_files(samples_dir)
+    stats.json's content. Paths may be local or on any Beam filesystem; old outputs are replaced.
+    Local runs go in chunks of input files of about ``chunk_mb`` megabytes (None: automatic, 0: one
+    pass; ``pipelines.chunks``), each a single pass over its ``files``.
+
+    On start, samples (not QA questions) pass the leakage guard of the answerability stage
+    (:func:`ramp.pipelines.answerability.check_leakage_guard`; ``allow_foreign_index`` to proceed anyway)."""
     index = config.retriever.index
     if config.retriever.kind == "lucene" and not any(Path(index or "").glob("segments_*")):
         raise FileNotFoundError(f"no Lucene index in {index} (build one with `ramp index build`)")
     out = str(output_dir).rstrip("/")
+    if files is None:
+        listed = sample_files(samples_dir)
+        if not str(samples_dir).rstrip("/").endswith(".jsonl"):
+            check_leakage_guard(str(samples_dir), config.retriever, allow_foreign_index)
+        job = ChunkedJob(
+            "data cot",
+            out,
+            OUTPUT_FILES,
+            lambda part, part_out: run_cot(samples_dir, part_out, config, workers, pipeline_args, files=part),
+            lambda parts: dict(sorted(summarize(cot_counts(parts), config).items())),
+            config.model_dump_json(),
+        )
+        return run_input_files(job, listed, chunk_mb, pipeline_args)
     clear_outputs(out, OUTPUT_FILES)
     with beam.Pipeline(options=pipeline_options(workers, pipeline_args)) as pipeline:
         build_pipeline(pipeline, files, out, config)

@@ -1,9 +1,12 @@
 """The masking pipeline: Wikipedia (DPR JSONL, article JSONL/Parquet, MediaWiki XML) -> RAMP samples.
 
 Stages (each a composite transform): ReadRecords -> SplitArticles (articles) / GroupByArticle (DPR
-passages, only with ``masking.exclude: article``) -> BuildSamples (cheap pre-filter, batched spaCy NER,
-mask selection) -> WriteOutputs (``samples-*.parquet``, ``passages-*.parquet``, ``rejected-*.jsonl``),
-then ``stats.json``. Rejections travel as a tagged output and are counted per reason with Beam Metrics.
+passages, only with ``masking.exclude: article``) -> BuildSamples (cheap pre-filter, batched span
+extraction -- spaCy NER or an LLM endpoint -- and eligibility, then the mask draw; with ``masking.k_mix:
+balanced`` the passages are first counted by how many masks they allow, a side input) -> WriteOutputs
+(``samples-*.parquet``, ``passages-*.parquet``, ``rejected-*.jsonl``), then ``stats.json`` and
+``manifest.json`` (the corpus fingerprint and id scheme of the passages, and the config). Rejections
+travel as a tagged output and are counted per reason with Beam Metrics.
 Nothing here is runner-specific: local runs use the FnApiRunner (``--workers N`` > 1: N processes), other
 runners (Dataflow, Flink, Spark) are chosen with ordinary Beam pipeline options.
 """
@@ -13,18 +16,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from ramp.pipelines.chunks import ChunkedJob, run_read_tasks, sum_stats
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
 from ramp.pipelines.runner import counter_totals, pipeline_options
 
 from ramp.config import CONFIG_DIR, load_config
 from ramp.data.config import DataConfig
-from ramp.data.masking import build_sample
+from ramp.data.masking import allowed_masks, eligible_spans, k_probabilities, sample_from_spans
 from ramp.data.passages import PASSAGE_SCHEMA, Passage, passage_id
 from ramp.data.rejections import Rejection
 from ramp.data.samples import SAMPLE_SCHEMA
@@ -42,10 +47,12 @@ from ramp.data.sources import (
     read_parquet,
     read_xml,
 )
-from ramp.data.spans import candidate_spans, load_nlp, prefilter
+from ramp.data.spans import Span, prefilter, span_extractor
 from ramp.data.splitting import split_passages
-from ramp.data.stats import OUTPUT_FILES, compute_stats, write_stats
+from ramp.data.stats import OUTPUT_FILES, compute_stats, output_files, write_stats
 from ramp.data.wikitext import wikitext_to_text
+from ramp.retrieval.indexing import ID_SCHEMES, corpus_fingerprint
+from ramp.retrieval.leakage import write_samples_manifest
 
 METRICS_NAMESPACE = "ramp_data"
 REJECTED = "rejected"
@@ -54,6 +61,8 @@ DEFAULT_CONFIG = str(CONFIG_DIR / "data.yaml")
 
 # A passage on its way to masking, with the corpus ids its sample must exclude (besides its own).
 PassageTask = tuple[Passage, tuple[str, ...]]
+# ... and its eligible spans.
+SpanTask = tuple[Passage, tuple[str, ...], list[Span]]
 
 
 def _reject(rejection: Rejection) -> beam.pvalue.TaggedOutput:
@@ -63,11 +72,17 @@ def _reject(rejection: Rejection) -> beam.pvalue.TaggedOutput:
 
 @dataclass(frozen=True)
 class ReadTask:
-    """One file, or one byte range ``[start, end)`` of a multistream XML dump."""
+    """One file, or one byte range ``[start, end)`` of a multistream XML dump or of a JSONL file (cut at
+    line starts by ``pipelines.chunks``; its first line is line ``first_line`` of the file)."""
 
     path: str
     start: int | None = None
     end: int | None = None
+    first_line: int = 1
+
+    @property
+    def line_range(self) -> tuple[int | None, int | None, int]:
+        return self.start, self.end, self.first_line
 
 
 def plan_read_tasks(patterns: Sequence[str], fmt: str, streams_per_task: int) -> list[ReadTask]:
@@ -107,9 +122,9 @@ class ReadTaskFn(beam.DoFn):
     def process(self, task: ReadTask) -> Iterator[Any]:
         with FileSystems.open(task.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
             if self.fmt == "dpr":
-                records: Iterable[Any] = read_jsonl(raw, task.path, parse_dpr_line)
+                records: Iterable[Any] = read_jsonl(raw, task.path, parse_dpr_line, *task.line_range)
             elif self.fmt == "jsonl":
-                records = read_jsonl(raw, task.path, parse_article_line)
+                records = read_jsonl(raw, task.path, parse_article_line, *task.line_range)
             elif self.fmt == "parquet":
                 records = read_parquet(raw, task.path)
             else:
@@ -125,9 +140,14 @@ class ReadTaskFn(beam.DoFn):
 
 
 class ReadRecords(beam.PTransform):
-    def __init__(self, patterns: Sequence[str], config: DataConfig) -> None:
+    def __init__(
+        self, patterns: Sequence[str], config: DataConfig, tasks: Sequence[ReadTask] | None = None
+    ) -> None:
         super().__init__()
-        self.tasks = plan_read_tasks(patterns, config.source.format, config.source.streams_per_task)
+        source = config.source
+        self.tasks = (
+            plan_read_tasks(patterns, source.format, source.streams_per_task) if tasks is None else tasks
+        )
         self.fmt = config.source.format
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
@@ -214,32 +234,57 @@ class PrefilterFn(beam.DoFn):
             yield task
 
 
-class MaskBatchFn(beam.DoFn):
-    """A batch of passages -> one nlp.pipe call -> samples (rows) or rejections. spaCy loads in setup."""
+class SpanBatchFn(beam.DoFn):
+    """A batch of passages -> one extractor call (spaCy ``nlp.pipe``, loaded in setup, or the LLM
+    endpoint) -> ``(passage, siblings, eligible spans)``; an LLM failure rejects the passage."""
 
     def __init__(self, config: DataConfig) -> None:
         self.config = config
-        self.nlp: Any = None
+        self.extractor: Any = None
+
+    def setup(self) -> None:
+        self.extractor = span_extractor(self.config.spans)
+
+    def process(self, batch: list[PassageTask]) -> Iterator[Any]:
+        found = self.extractor([p.text for p, _ in batch])
+        for name, count in self.extractor.drain_counts().items():
+            Metrics.counter(METRICS_NAMESPACE, name).inc(count)
+        for (passage, siblings), spans in zip(batch, found, strict=True):
+            if isinstance(spans, str):
+                yield _reject(Rejection(passage.passage_id, "spans", "extractor_failed", spans, passage.text))
+            else:
+                yield passage, siblings, eligible_spans(passage.text, passage.title, spans)
+
+    def teardown(self) -> None:
+        if self.extractor is not None:
+            self.extractor.close()
+
+
+class DrawMasksFn(beam.DoFn):
+    """``(passage, siblings, eligible spans)`` -> a sample row or a rejection; k by ``masking.k_mix``."""
+
+    def __init__(self, config: DataConfig) -> None:
+        self.config = config
         self.templates: Any = None
 
     def setup(self) -> None:
         from ramp.prompts import load_templates
 
-        self.nlp = load_nlp(self.config.spans.spacy_model)
         self.templates = load_templates()
 
-    def process(self, batch: list[PassageTask]) -> Iterator[Any]:
+    def process(self, task: SpanTask, passages_by_m: dict[int, int] | None = None) -> Iterator[Any]:
         cfg = self.config
-        docs = self.nlp.pipe([p.text for p, _ in batch], batch_size=max(1, len(batch)))
-        for (passage, siblings), doc in zip(batch, docs, strict=True):
-            spans = candidate_spans(doc, cfg.spans.label_types)
-            result = build_sample(passage, siblings, spans, cfg.masking, cfg.seed, self.templates)
-            if isinstance(result, Rejection):
-                yield _reject(result)
-            else:
-                Metrics.counter(METRICS_NAMESPACE, "samples").inc()
-                Metrics.counter(METRICS_NAMESPACE, f"samples_k{result.num_masks}").inc()
-                yield result.to_row()
+        passage, siblings, spans = task
+        probabilities = k_probabilities(passages_by_m or {}, cfg.masking)
+        result = sample_from_spans(
+            passage, siblings, spans, cfg.masking, cfg.seed, self.templates, probabilities
+        )
+        if isinstance(result, Rejection):
+            yield _reject(result)
+        else:
+            Metrics.counter(METRICS_NAMESPACE, "samples").inc()
+            Metrics.counter(METRICS_NAMESPACE, f"samples_k{result.num_masks}").inc()
+            yield result.to_row()
 
 
 class BuildSamples(beam.PTransform):
@@ -253,12 +298,25 @@ class BuildSamples(beam.PTransform):
             PrefilterFn(cfg.filter.min_words, cfg.filter.max_chars)
         ).with_outputs(REJECTED, main="kept")
         size = cfg.spans.batch_size
-        masked = (
+        found = (
             kept.kept
             | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
-            | "NerAndMask" >> beam.ParDo(MaskBatchFn(cfg)).with_outputs(REJECTED, main="samples")
+            | "FindSpans" >> beam.ParDo(SpanBatchFn(cfg)).with_outputs(REJECTED, main="spans")
         )
-        return masked.samples, (kept[REJECTED], masked[REJECTED])
+        draw = DrawMasksFn(cfg)
+        if cfg.masking.k_mix == "balanced":
+            allowed = (
+                found.spans
+                | "AllowedMasks" >> beam.Map(lambda t, c: allowed_masks(t[0].text, t[2], c), cfg.masking)
+                | "CountByAllowed" >> beam.combiners.Count.PerElement()
+            )
+            masked = found.spans | "DrawMasks" >> beam.ParDo(draw, beam.pvalue.AsDict(allowed)).with_outputs(
+                REJECTED, main="samples"
+            )
+        else:
+            masked = found.spans | "DrawMasks" >> beam.ParDo(draw).with_outputs(REJECTED, main="samples")
+        unmasked = (found[REJECTED], masked[REJECTED]) | "Unmasked" >> beam.Flatten()
+        return masked.samples, (kept[REJECTED], unmasked)
 
 
 class WriteOutputs(beam.PTransform):
@@ -299,10 +357,14 @@ def _rejection_key(rejection: Rejection) -> str:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, patterns: Sequence[str], output_dir: str, config: DataConfig
+    pipeline: beam.Pipeline,
+    patterns: Sequence[str],
+    output_dir: str,
+    config: DataConfig,
+    tasks: Sequence[ReadTask] | None = None,
 ) -> None:
-    """Wire the masking job into ``pipeline``."""
-    read = pipeline | "ReadRecords" >> ReadRecords(patterns, config)
+    """Wire the masking job into ``pipeline`` (reading ``tasks`` if given, else all of ``patterns``)."""
+    read = pipeline | "ReadRecords" >> ReadRecords(patterns, config, tasks)
     rejected = [read[REJECTED]]
     if config.source.format == "dpr":
         passages = read.records
@@ -324,11 +386,30 @@ def run_build(
     config: DataConfig,
     workers: int = 1,
     pipeline_args: Sequence[str] = (),
+    chunk_mb: float | None = None,
+    tasks: Sequence[ReadTask] | None = None,
 ) -> dict[str, Any]:
-    """Run the job to completion, write ``stats.json`` and return it."""
+    """Run the job to completion, write ``stats.json`` and return it. Local runs go in chunks of about
+    ``chunk_mb`` input megabytes (None: automatic, 0: one pass; ``pipelines.chunks``), each a single pass
+    over its read ``tasks``."""
+    if tasks is None:
+        source = config.source
+        job = ChunkedJob(
+            "data build",
+            output_dir,
+            OUTPUT_FILES,
+            lambda part, out: run_build(patterns, out, config, workers, pipeline_args, tasks=part),
+            sum_stats,
+            config.model_dump_json(),
+        )
+        planned = plan_read_tasks(patterns, source.format, source.streams_per_task)
+        whole = config.masking.exclude == "article"
+        stats = run_read_tasks(job, planned, source.format, whole, chunk_mb, pipeline_args)
+        write_samples_manifest(output_dir, samples_manifest(output_dir, patterns, config))
+        return stats
     clear_outputs(output_dir, OUTPUT_FILES)
     pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    build_pipeline(pipeline, patterns, output_dir, config)
+    build_pipeline(pipeline, patterns, output_dir, config, tasks)
     result = pipeline.run()
     result.wait_until_finish()
     skipped = {
@@ -341,6 +422,20 @@ def run_build(
     return stats
 
 
+def samples_manifest(output_dir: str, patterns: Sequence[str], config: DataConfig) -> dict[str, Any]:
+    """What the samples were cut from (the corpus fingerprint of ``passages-*.parquet``, as
+    ``ramp index build`` computes it, and the id scheme) and the config they were cut with."""
+    passages = output_files(output_dir, "passages-", ".parquet")
+    local = [Path(p) for p in passages if "://" not in p]
+    return {
+        "inputs": list(patterns),
+        "format": config.source.format,
+        "corpus_fingerprint": corpus_fingerprint(local) if len(local) == len(passages) else None,
+        "id_scheme": ID_SCHEMES[".jsonl" if config.source.format == "dpr" else ".parquet"],
+        "data_config": config.model_dump(mode="json"),
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--input", action="append", required=True, help="file or glob (repeatable)")
@@ -349,6 +444,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--config", default=None, help=f"YAML file (default {DEFAULT_CONFIG})")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--chunk-mb", type=float, default=None, help="input MB per local chunk (0: one pass)")
     return parser.parse_known_args(argv)
 
 
@@ -361,7 +457,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry: ``python -m pipelines.ramp_data --input ... --output ... [beam options]``."""
     args, pipeline_args = parse_args(argv)
     config = load_data_config(args.config, args.format, args.overrides)
-    return run_build(args.input, args.output, config, args.workers, pipeline_args)
+    return run_build(args.input, args.output, config, args.workers, pipeline_args, args.chunk_mb)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,31 @@ from typing import Any
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+# Runners whose shuffle lives in this machine's memory: jobs run on them in chunks (pipelines.chunks).
+LOCAL_RUNNERS = frozenset({"DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"})
+
+
+def runner_name(extra_args: Sequence[str]) -> str | None:
+    """The ``--runner`` of Beam arguments (the last one given), or None."""
+    name = None
+    for i, arg in enumerate(extra_args):
+        if arg.startswith("--runner="):
+            name = arg.split("=", 1)[1]
+        elif arg == "--runner" and i + 1 < len(extra_args):
+            name = extra_args[i + 1]
+    return name
+
+
+def is_local_runner(extra_args: Sequence[str]) -> bool:
+    """True when the arguments leave the job on a local, in-memory runner (the default FnApiRunner)."""
+    name = runner_name(extra_args)
+    return name is None or name.rsplit(".", 1)[-1] in LOCAL_RUNNERS
+
 
 def pipeline_options(workers: int, extra_args: Sequence[str] = ()) -> PipelineOptions:
     """Beam options: the given ones, else the local FnApiRunner (``workers`` > 1: that many processes)."""
     defaults: dict[str, Any] = {}
-    if not any(a == "--runner" or a.startswith("--runner=") for a in extra_args):
+    if runner_name(extra_args) is None:
         defaults["runner"] = "FnApiRunner"
         if workers > 1:
             defaults.update(direct_running_mode="multi_processing", direct_num_workers=workers)

@@ -4,11 +4,20 @@ LLM judge (MaskSearch's model-based reward).
 Hacking guard: token recall alone pays an answer that lists many candidates ("Paris London Rome …").
 ``RewardConfig.guard`` picks the counter-measure, applied per fill:
 
+- ``precision`` (default): the score is multiplied by the fill's token precision against the gold (the
+  share of its normalised tokens that the gold has), so any wrong token added to a correct fill lowers
+  the score and a list of n candidates of the gold's length earns about 1/n; articles, punctuation and
+  case are normalised away and keep full credit;
 - ``length_penalty``: the score is multiplied by ``min(1, allowed / len(fill tokens))`` with
   ``allowed = length_ratio * len(gold tokens) + length_slack``;
 - ``precision_floor``: the score is 0 when the fill's token precision against the gold is below
   ``precision_floor``;
 - ``none``: raw metric.
+
+Normalisation profiles (:mod:`ramp.text`): the RAMP reward (``ramp_answer_score``) uses ``ramp``
+(``RAMP_PROFILE``: Unicode dashes, quotes and accents folded, so "1990–1995" pays like "1990-1995"), the
+QA reward (``qa_reward``) uses ``squad`` (``QA_PROFILE``, the official evaluation rule); the guard
+normalises with the same profile as the metric.
 """
 
 from __future__ import annotations
@@ -24,10 +33,13 @@ from pydantic import Field
 from ramp.agent.backends.base import GenerationBackend, GenerationRequest
 from ramp.agent.parser import parse_mask_fills, parse_response
 from ramp.config import StrictModel
-from ramp.metrics import METRICS, normalize_answer
+from ramp.metrics import METRICS
+from ramp.text import Profile, normalize
 
 MetricName = Literal["exact_match", "f1", "token_recall"]
 Golds = Sequence[str] | str  # the accepted answers for one mask or question
+RAMP_PROFILE: Profile = "ramp"  # mask fills: agrees with answerability, the built-in teacher and verification
+QA_PROFILE: Profile = "squad"  # QA answers: the official HotpotQA/SQuAD rule, as in evaluation
 
 
 class RewardConfig(StrictModel):
@@ -35,42 +47,50 @@ class RewardConfig(StrictModel):
     format_weight: float = 0.2
     require_format: bool = True  # an ill-formed response earns no answer reward
     metric: MetricName = "token_recall"
-    guard: Literal["none", "length_penalty", "precision_floor"] = "length_penalty"
+    guard: Literal["none", "precision", "length_penalty", "precision_floor"] = "precision"
     length_ratio: float = Field(default=2.0, gt=0)
     length_slack: int = Field(default=2, ge=0)
     precision_floor: float = Field(default=0.3, ge=0, le=1)
 
 
-def _best_gold_tokens(prediction: str, golds: Golds) -> tuple[list[str], list[str]]:
+def _best_gold_tokens(prediction: str, golds: Golds, profile: Profile) -> tuple[list[str], list[str]]:
     """Normalised tokens of the prediction and of the gold it overlaps most (ties: the shortest)."""
-    pred = normalize_answer(prediction).split()
-    options = [normalize_answer(g).split() for g in ([golds] if isinstance(golds, str) else golds)]
+    pred = normalize(prediction, profile).split()
+    options = [normalize(g, profile).split() for g in ([golds] if isinstance(golds, str) else golds)]
     if not options:
         return pred, []
     best = max(options, key=lambda g: (sum((Counter(pred) & Counter(g)).values()), -len(g)))
     return pred, best
 
 
-def guard_factor(prediction: str, golds: Golds, config: RewardConfig) -> float:
+def guard_factor(prediction: str, golds: Golds, config: RewardConfig, profile: Profile = QA_PROFILE) -> float:
     """Multiplier in [0, 1] that removes the payoff of padding an answer with extra candidates."""
     if config.guard == "none":
         return 1.0
-    pred, gold = _best_gold_tokens(prediction, golds)
+    pred, gold = _best_gold_tokens(prediction, golds, profile)
     if not pred:
         return 1.0
     if config.guard == "length_penalty":
         allowed = config.length_ratio * len(gold) + config.length_slack
         return min(1.0, allowed / len(pred))
     precision = sum((Counter(pred) & Counter(gold)).values()) / len(pred)
+    if config.guard == "precision":
+        return precision
     return 1.0 if precision >= config.precision_floor else 0.0
 
 
 def answer_score(
-    prediction: str, golds: Golds, metric: MetricName = "token_recall", config: RewardConfig | None = None
+    prediction: str,
+    golds: Golds,
+    metric: MetricName = "token_recall",
+    config: RewardConfig | None = None,
+    *,
+    profile: Profile,
 ) -> float:
-    """One prediction against its golds with ``metric``, times the guard factor when ``config`` is given."""
-    score = METRICS[metric](prediction, golds)
-    return score * guard_factor(prediction, golds, config) if config is not None else score
+    """One prediction against its golds with ``metric`` under ``profile``, times the guard factor when
+    ``config`` is given."""
+    score = METRICS[metric](prediction, golds, profile=profile)
+    return score * guard_factor(prediction, golds, config, profile) if config is not None else score
 
 
 def ramp_answer_score(
@@ -78,19 +98,27 @@ def ramp_answer_score(
     golds: Sequence[Golds],
     metric: MetricName = "token_recall",
     config: RewardConfig | None = None,
+    *,
+    profile: Profile = RAMP_PROFILE,
 ) -> float:
     """Mean per-mask score; ``golds[i]`` is mask i's gold (or its accepted golds). Missing fills score 0."""
     if not golds:
         return 0.0
     padded = [*fills[: len(golds)], *[""] * (len(golds) - len(fills))]
-    return sum(answer_score(f, g, metric, config) for f, g in zip(padded, golds, strict=True)) / len(golds)
+    scores = (answer_score(f, g, metric, config, profile=profile) for f, g in zip(padded, golds, strict=True))
+    return sum(scores) / len(golds)
 
 
 def qa_reward(
-    answer: str | None, golds: Golds, metric: MetricName = "exact_match", config: RewardConfig | None = None
+    answer: str | None,
+    golds: Golds,
+    metric: MetricName = "exact_match",
+    config: RewardConfig | None = None,
+    *,
+    profile: Profile = QA_PROFILE,
 ) -> float:
     """Score of a QA answer (None: no answer, 0)."""
-    return 0.0 if answer is None else answer_score(answer, golds, metric, config)
+    return 0.0 if answer is None else answer_score(answer, golds, metric, config, profile=profile)
 
 
 _ANSWER_LINE = re.compile(r"^\s*\[(\d+)\]\s*\S")
@@ -142,17 +170,19 @@ def combined_reward(
 ) -> RewardBreakdown:
     """Weighted answer + format reward of one assistant turn.
 
-    RAMP (``num_masks`` given): ``golds[i]`` is mask i's gold and the answer is scored per mask.
-    QA (``num_masks`` None): ``golds`` are the accepted answers of the question.
+    RAMP (``num_masks`` given): ``golds[i]`` is mask i's gold and the answer is scored per mask
+    (profile ``ramp``). QA (``num_masks`` None): ``golds`` are the accepted answers of the question
+    (profile ``squad``).
     """
     cfg = config or RewardConfig()
     fmt = format_reward(text, num_masks, with_results=with_results)
     answer = parse_response(text).answer
     if num_masks is not None:
-        score = ramp_answer_score(parse_mask_fills(answer, num_masks), golds, cfg.metric, cfg)
+        fills = parse_mask_fills(answer, num_masks)
+        score = ramp_answer_score(fills, golds, cfg.metric, cfg, profile=RAMP_PROFILE)
     else:
         flat = [g for gold in golds for g in ([gold] if isinstance(gold, str) else gold)]
-        score = qa_reward(answer, flat, cfg.metric, cfg)
+        score = qa_reward(answer, flat, cfg.metric, cfg, profile=QA_PROFILE)
     if cfg.require_format and fmt == 0.0:
         score = 0.0
     return RewardBreakdown(

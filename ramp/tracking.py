@@ -38,6 +38,19 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def ensure_experiment(name: str, uri: str | None = None) -> None:
+    """Create ``name`` with its artifacts beside a sqlite store (``<db dir>/mlartifacts``), not in MLflow's
+    default ``./mlruns`` under whatever directory the command ran in; other stores keep their default."""
+    from mlflow.tracking import MlflowClient
+
+    store = tracking_uri(uri)
+    client = MlflowClient(store)
+    if not store.startswith("sqlite:///") or client.get_experiment_by_name(name) is not None:
+        return
+    artifacts = Path(store.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+    client.create_experiment(name, artifact_location=artifacts.as_uri())
+
+
 @contextmanager
 def mlflow_run(
     experiment: str,
@@ -45,13 +58,31 @@ def mlflow_run(
     params: Mapping[str, Any] | None = None,
     uri: str | None = None,
     tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[Any]:
-    """Start (and always end) one MLflow run in ``experiment``; yields the ``mlflow`` module."""
+    """Start (and always end) one MLflow run in ``experiment``; yields the ``mlflow`` module.
+
+    ``run_id`` continues an existing run (a resumed job): its params were logged when it started.
+    """
     import mlflow
 
+    # MLflow exports the URI it is given into os.environ for child processes; put it back afterwards, so a
+    # later run in this process (or a command it starts) still gets its own default.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(uri))
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, tags=dict(tags or {})):
-        if params:
-            mlflow.log_params(flatten_params(params))
-        yield mlflow
+    try:
+        ensure_experiment(experiment, uri)
+        mlflow.set_experiment(experiment)
+        if run_id is not None:
+            with mlflow.start_run(run_id=run_id):
+                yield mlflow
+            return
+        with mlflow.start_run(run_name=run_name, tags=dict(tags or {})):
+            if params:
+                mlflow.log_params(flatten_params(params))
+            yield mlflow
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous

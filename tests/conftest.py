@@ -41,3 +41,24 @@ def lucene_retriever(wiki18_index: Path) -> Iterator[LuceneRetriever]:
     retriever = LuceneRetriever(wiki18_index, threads=2)
     yield retriever
     retriever.close()
+
+
+@pytest.fixture(scope="session")
+def small_enwiki_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 12 pages of the bundled enwiki export (a few articles, the rest redirects) as a valid
+    ``.xml.bz2`` dump: the README's ``ramp data build`` input at a test's size."""
+    import bz2
+
+    out = tmp_path_factory.mktemp("enwiki-small") / "enwiki-sample-12-pages.xml.bz2"
+    pages = 0
+    with (
+        bz2.open(DATA_DIR / "enwiki-sample-106-articles.xml.bz2", "rt", encoding="utf-8") as src,
+        bz2.open(out, "wt", encoding="utf-8") as dst,
+    ):
+        for line in src:
+            dst.write(line)
+            pages += "</page>" in line
+            if pages == 12:
+                break
+        dst.write("</mediawiki>\n")
+    return out

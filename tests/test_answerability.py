@@ -22,20 +22,30 @@ from ramp.pipelines.ramp_data import load_data_config, run_build
 
 from ramp.data.answerability import (
     KeepPolicy,
+    agreeing_hit,
     answerable_fraction_by_type,
     check_answerability,
-    contains_answer,
     keep_sample,
     mask_offsets_error,
     mask_query,
-    normalize_answer,
-    sentence_bounds,
 )
 from ramp.data.rejections import Rejection
 from ramp.data.samples import MASK_TOKEN, SAMPLE_SCHEMA, Mask, Sample, mask_text
+from ramp.retrieval.base import Hit
 from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig
+from ramp.retrieval.env import SearchEnv
 from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever, split_contents
+from ramp.text import contains
+
+
+def normalize_answer(text: str) -> str:
+    from ramp.text import normalize
+
+    return normalize(text, "ramp")
+
+
+contains_answer = contains
 
 
 def _sample(corpus: Path, doc_id: str, spans: list[tuple[str, str]]) -> Sample:
@@ -62,50 +72,70 @@ def samples(wiki18_corpus: Path) -> dict[str, Sample]:
     }
 
 
-def test_normalize_answer() -> None:
-    assert normalize_answer("The  Beatles!") == "beatles"
-    assert normalize_answer("Zürich, Switzerland") == "zurich switzerland"
-    assert normalize_answer("U.K.") == "u k"
-    assert normalize_answer("an Apple a day") == "apple day"
-    assert normalize_answer("“Quoted” — text") == "quoted text"
-    assert normalize_answer("The") == ""
-
-
-def test_sentence_bounds_and_query(samples: dict[str, Sample]) -> None:
-    text = "Evan L. Morris was born in Ohio. He worked for Roche! Then he left."
-    start = text.index("Roche")
-    first, last = sentence_bounds(text, start, start + 5)
-    assert text[first:last] == "He worked for Roche!"
-    assert text[slice(*sentence_bounds(text, 0, 4))] == "Evan L. Morris was born in Ohio."
+def test_mask_query_is_the_sentence_without_masks(samples: dict[str, Sample]) -> None:
+    masked = "Evan L. Morris was born in [mask]. He worked for [mask] and [mask]! Then he left."
+    assert mask_query(masked, 0) == "Evan L. Morris was born in ."
+    assert mask_query(masked, 1) == mask_query(masked, 2) == "He worked for and !"
+    assert mask_query("[mask] was founded in 1990. It grew.", 0) == "was founded in 1990."
+    assert mask_query(masked, 1, max_words=2) == "for and"
+    with pytest.raises(IndexError):
+        mask_query(masked, 3)
     sample = samples["mixed"]
     for i in range(len(sample.masks)):
-        query = mask_query(sample, i)
+        query = mask_query(sample.masked_passage, i)
         assert MASK_TOKEN not in query
         assert all(m.text not in query for m in sample.masks)
     assert (
-        mask_query(sample, 1)
+        mask_query(sample.masked_passage, 1)
         == "Badham was born in in Worcestershire, the daughter of a herbalist and homeopath."
     )
+
+
+def _hit(doc_id: str, text: str, title: str = "Other") -> Hit:
+    return Hit(doc_id=doc_id, title=title, text=text, score=1.0)
+
+
+def test_short_span_in_an_unrelated_hit_is_no_answer() -> None:
+    query = "The expedition of Captain Cook reached the island with ships in"
+    unrelated = _hit("9", "The band released two albums. Its singer left in 1990.")
+    assert agreeing_hit([unrelated], "two", query, min_context_words=2) is None
+    assert agreeing_hit([unrelated], "1990", query, min_context_words=2) is None
+    # bare containment (no context required) is what used to mark it answerable
+    assert agreeing_hit([unrelated], "two", query, min_context_words=0) == (1, "9")
+    related = _hit("4", "Cook's expedition reached the island with two ships in 1770.")
+    assert agreeing_hit([unrelated, related], "two", query, min_context_words=2) == (2, "4")
+    # the span must sit in the agreeing sentence itself, not elsewhere in the hit
+    split = _hit("5", "Cook's expedition reached the island. The band had two singers.")
+    assert agreeing_hit([split], "two", query, min_context_words=2) is None
+    # a hit about the span (its title) agrees through its whole text
+    about = _hit("6", "A British explorer, Captain Cook led an expedition to the island.", title="James Cook")
+    assert agreeing_hit([about], "James Cook", "the island expedition of", 2) == (1, "6")
+
+
+def _env(retriever: LuceneRetriever) -> SearchEnv:
+    """The answerability stage's search environment (its default ``search`` section)."""
+    return SearchEnv(retriever, AnswerabilityConfig().search)
 
 
 def test_check_answerability_fills_masks(
     lucene_retriever: LuceneRetriever, samples: dict[str, Sample]
 ) -> None:
-    checked = check_answerability(list(samples.values()), lucene_retriever, k=5)
+    checked = check_answerability(list(samples.values()), _env(lucene_retriever))
     flags = {s.sample_id: [(m.text, m.answerable) for m in s.masks] for s in checked}
     assert flags["s-747"] == [("Twycross Zoo", True), ("Evesham", False)]
     assert flags["s-0"] == [("Genentech", False), ("Patton Boggs", False)]
     assert flags["s-748"] == [("Twycross Zoo", True)]
     twycross = checked[0].masks[0]
     assert twycross.answer_rank is not None and 1 <= twycross.answer_rank <= 5
+    assert twycross.answer_doc_id == "748"
     assert checked[0].masks[1].answer_rank is None
     # Without the exclusion, the source passage itself answers every mask.
-    unexcluded = check_answerability([replace(samples["mixed"], exclude_doc_ids=())], lucene_retriever, k=5)
+    unexcluded = check_answerability([replace(samples["mixed"], exclude_doc_ids=())], _env(lucene_retriever))
     assert all(m.answerable for m in unexcluded[0].masks)
 
 
 def test_keep_policies_and_fractions(lucene_retriever: LuceneRetriever, samples: dict[str, Sample]) -> None:
-    checked = check_answerability(list(samples.values()), lucene_retriever, k=5)
+    checked = check_answerability(list(samples.values()), _env(lucene_retriever))
     assert [keep_sample(s, "all_answerable") for s in checked] == [False, False, True]
     assert [keep_sample(s, "any_answerable") for s in checked] == [True, False, True]
     assert all(keep_sample(s, "record_only") for s in checked)
@@ -152,7 +182,7 @@ def test_check_answerability_transform(wiki18_index: Path, samples: dict[str, Sa
     _check(
         inputs,
         wiki18_index,
-        AnswerabilityConfig(k=5, keep="all_answerable", batch_size=2),
+        AnswerabilityConfig(keep="all_answerable", batch_size=2),
         kept=[("s-748", (("Twycross Zoo", True, True),))],
         rejected=[
             ("s-747", "answerability", "unanswerable"),
@@ -166,7 +196,7 @@ def test_record_only_keeps_every_valid_sample(wiki18_index: Path, samples: dict[
     _check(
         list(samples.values()),
         wiki18_index,
-        AnswerabilityConfig(k=5, keep="record_only", batch_size=64),
+        AnswerabilityConfig(keep="record_only", batch_size=64),
         kept=[
             ("s-747", (("Twycross Zoo", True, True), ("Evesham", False, False))),
             ("s-0", (("Genentech", False, False), ("Patton Boggs", False, False))),
@@ -216,8 +246,8 @@ def job_input(wiki18_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     }
     samples_dir = root / "samples"
     samples_dir.mkdir()
-    for f in built.glob("samples-*.parquet"):
-        shutil.copy(f, samples_dir / f.name)
+    for path in built.glob("samples-*.parquet"):
+        shutil.copy(path, samples_dir / path.name)
     built_samples = _read_samples(built)
     # A span found in no passage but its own: searching without that passage must not find it; the
     # same sample with nothing excluded must (its own passage answers), so the exclusion is what decides.
@@ -259,7 +289,7 @@ def _run_job(job_input: dict, keep: KeepPolicy) -> tuple[dict, Path]:
         str(job_input["samples_dir"]),
         str(out),
         RetrieverConfig(index=str(job_input["index"]), threads=1),
-        AnswerabilityConfig(k=5, keep=keep),
+        AnswerabilityConfig(keep=keep),
     )
     assert json.loads((out / "stats.json").read_text()) == stats
     return stats, out
@@ -352,3 +382,42 @@ def test_cli_needs_one_retriever(job_input: dict) -> None:
     command += ["--samples", str(job_input["samples_dir"]), "--output", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "exactly one of --index and --retriever-url" in done.stderr
+
+
+def test_job_redraw_draws_k_among_answerable_spans(job_input: dict) -> None:
+    stats, out = _run_job(job_input, "redraw")
+    kept, rejected = _read_samples(out), _read_rejections(out)
+    assert stats["input_samples"] == job_input["inputs"] == stats["kept"] + stats["rejected"]
+    assert {r["reason"] for r in rejected} <= {"unparseable", "unanswerable"}
+    valid = {s.sample_id: s for s in job_input["valid"]}
+    spans_in = Counter(m.type for s in valid.values() for m in (s.spans or s.masks))
+    assert stats["masks_checked_by_type"] == dict(sorted(spans_in.items()))  # every eligible span checked
+    assert kept and {s.num_masks for s in kept} >= {1, 2}
+    for sample in kept:
+        source = valid[sample.sample_id]
+        assert sample.passage == source.passage and sample.spans
+        assert all(m.answerable and m.answer_doc_id not in sample.exclude_doc_ids for m in sample.masks)
+        assert {(m.char_start, m.char_end) for m in sample.masks} <= {
+            (m.char_start, m.char_end) for m in sample.spans
+        }
+        assert (
+            mask_text(sample.passage, [(m.char_start, m.char_end) for m in sample.masks])
+            == sample.masked_passage
+        )
+        assert f"{sample.num_masks} masked span" in sample.prompt
+    # a sample is rejected only when no answerable span can be masked (none, or only the opening one)
+    for record in rejected:
+        if record["reason"] == "unanswerable":
+            assert record["detail"].startswith("0/") or "at the start of the passage" in record["detail"]
+
+
+def test_output_equal_to_samples_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], wiki18_index: Path, tmp_path: Path
+) -> None:
+    from ramp.cli import run
+
+    args = ["data", "answerability", "--samples", str(tmp_path), "--output", str(tmp_path)]
+    code = run([*args, "--index", str(wiki18_index)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"error: --output must differ from the samples directory {tmp_path}"]

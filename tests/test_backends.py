@@ -69,10 +69,16 @@ def test_openai_eos_length_and_logprobs():
     assert (eos.text, eos.finish_reason, eos.stop_string) == ("plain answer", "eos", None)
     assert (length.text, length.finish_reason) == ("<think>cut", "length")
     with ScriptedOpenAIServer(lambda path, body: Reply("ab", logprobs=[-0.5, -1.0])) as server:
-        with OpenAIBackend(_config(server, request_logprobs=True)) as backend:
-            [result] = backend.generate([GenerationRequest(prompt_ids=[1], max_new_tokens=2)])
+        with OpenAIBackend(_config(server)) as backend:
+            [result] = backend.generate([GenerationRequest(prompt_ids=[1], max_new_tokens=2, logprobs=True)])
         assert server.requests[0]["body"]["logprobs"] == 0
     assert result.logprobs == [-0.5, -1.0]
+    with (
+        ScriptedOpenAIServer(lambda path, body: Reply("ab")) as server,  # a server that ignores the ask
+        OpenAIBackend(_config(server)) as backend,
+        pytest.raises(BackendError, match="no log-probs"),
+    ):
+        backend.generate([GenerationRequest(prompt_ids=[1], max_new_tokens=2, logprobs=True)])
 
 
 def test_openai_retries_then_succeeds_and_gives_up():
@@ -157,10 +163,8 @@ def test_hf_backend_stops_budgets_logprobs_and_seeds():
     text = tok.decode(target.token_ids, skip_special_tokens=False)
     assert target.finish_reason == "length" and len(text) > 3  # fixed seed: a known continuation
     stop = text[1:3]
-    # same batch (sampling is seeded per batch), only row 0 gets the stop string
-    stopped = backend.generate(
-        [GenerationRequest(**{**requests[0].__dict__, "stop": (stop,)}), *requests[1:]]
-    )[0]
+    # only row 0 gets the stop string, and alone (sampling is seeded per request, not per batch)
+    stopped = backend.generate([GenerationRequest(**{**requests[0].__dict__, "stop": (stop,)})])[0]
     assert stopped.finish_reason == "stop" and stopped.text.endswith(stop) and stop not in stopped.text[:-1]
     assert stopped.token_ids == target.token_ids[: len(stopped.token_ids)]
 
@@ -246,3 +250,37 @@ def test_hf_top_p_keeps_the_most_likely_token():
     )
     assert nucleus.token_ids == greedy.token_ids
     assert free.token_ids != greedy.token_ids  # a hot, unfiltered draw wanders off
+
+
+def test_hf_logprobs_are_the_sampling_distribution_and_update_weights_resets_the_cache():
+    from tiny_model import tiny_model
+
+    from ramp.agent.backends.hf import HFBackend, _top_p_filter
+
+    backend = tiny_backend()
+    tok = backend.tokenizer
+    prompt = tok.encode(
+        "<|im_start|>user\nold bridges<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False
+    )
+    request = GenerationRequest(prompt_ids=prompt, max_new_tokens=6, temperature=0.5, top_p=0.9, seed=3)
+    [result] = backend.generate([request])
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([prompt + result.token_ids])).logits[0].float()
+    for j, token in enumerate(result.token_ids):
+        scores = _top_p_filter(logits[None, len(prompt) - 1 + j] / 0.5, 0.9)
+        assert result.logprobs[j] == pytest.approx(torch.log_softmax(scores, -1)[0, token].item(), abs=1e-4)
+    # new weights: the backend now generates as a backend built on them, and the prefix cache is gone
+    other = tiny_model(tok, seed=1)
+    greedy = GenerationRequest(prompt_ids=prompt, max_new_tokens=8)
+    before = backend.generate([greedy])[0]
+    backend.update_weights(other.state_dict())
+    reused = backend.stats.reused_tokens
+    after = backend.generate([GenerationRequest(prompt_ids=prompt + before.token_ids, max_new_tokens=4)])
+    assert backend.stats.reused_tokens == reused  # nothing computed with the old weights was reused
+    fresh = HFBackend(other, tok, device="cpu")
+    assert after == fresh.generate(
+        [GenerationRequest(prompt_ids=prompt + before.token_ids, max_new_tokens=4)]
+    )
+    assert backend.generate([greedy])[0].logprobs != before.logprobs  # other weights, other distribution
+    with pytest.raises(KeyError, match="not parameters"):
+        backend.update_weights({"nope.weight": torch.zeros(1)})

@@ -8,10 +8,12 @@ import pytest
 from cot_helpers import answerable_samples, wiki18_rows
 
 from ramp.agent.protocol import format_result_block, render_trajectory
+from ramp.agent.task import task_from_sample
 from ramp.config import load_config
 from ramp.cot.builder import TrajectoryBuilder
 from ramp.cot.config import BuiltinTeacherConfig, CotConfig
-from ramp.cot.loop import CotTask, Draft, run_episodes
+from ramp.cot.drafts import Draft, draft_from_rollout
+from ramp.cot.policy import role_loop
 from ramp.cot.reading import expects_number, mask_windows, read_mask, shown_text, tokenize
 from ramp.cot.roles import load_role_templates
 from ramp.cot.teachers import BuiltinTeacher
@@ -20,6 +22,7 @@ from ramp.data.rejections import Rejection
 from ramp.data.samples import Sample
 from ramp.metrics import f1
 from ramp.retrieval.base import Hit
+from ramp.retrieval.env import SearchEnv, shown_hit
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,14 @@ def samples(lucene_retriever):
 @pytest.fixture(scope="module")
 def config(wiki18_index):
     return load_config(CotConfig, "cot", [f"retriever.index={wiki18_index}"])
+
+
+def _drafts(samples, config, retriever):
+    templates = load_role_templates()
+    loop = role_loop(
+        BuiltinTeacher(config.builtin, templates), templates, config.loop, SearchEnv(retriever, config.search)
+    )
+    return [draft_from_rollout(r) for r in loop.run([task_from_sample(s) for s in samples])]
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +70,31 @@ def test_every_sample_is_accounted_for_and_a_measurable_share_is_verified(sample
             assert "score=" in rejection.detail and '"golds"' in rejection.payload
 
 
-def test_trajectories_have_the_single_agent_format_and_real_result_blocks(outputs, config, lucene_retriever):
+def test_trajectories_have_the_single_agent_format_and_real_result_blocks(
+    samples, outputs, config, lucene_retriever
+):
     kept = [o for o in outputs if isinstance(o, Trajectory)]
+    by_id = {s.sample_id: s for s in samples}
     for t in kept:
+        # the prompt SFT trains on is the one RL and evaluation render for the same sample
+        assert t.messages[:2] == task_from_sample(by_id[t.sample_id]).messages
         roles = [m["role"] for m in t.messages]
         assert roles[:2] == ["system", "user"] and roles[-1] == "assistant"
         assert roles[2:-1] == ["assistant", "tool"] * t.num_searches
         for i, query in enumerate(t.queries):
             assistant, tool = t.messages[2 + 2 * i]["content"], t.messages[3 + 2 * i]["content"]
             assert assistant.startswith("<think>") and assistant.endswith(f"<search>{query}</search>")
-            hits = lucene_retriever.search([query], k=config.loop.top_k, exclude_doc_ids=[t.exclude_doc_ids])[
-                0
-            ]
-            assert tool == format_result_block(hits, config.loop.max_chars_per_doc)
+            search = config.search
+            [hits] = lucene_retriever.search([query], k=search.top_k, exclude_doc_ids=[t.exclude_doc_ids])
+            assert tool == format_result_block([shown_hit(h, search.max_chars_per_doc) for h in hits])
             assert list(t.retrieved_doc_ids[i]) == [h.doc_id for h in hits]
         assert t.messages[-1]["content"].endswith("<answer>\n" + t.answer + "\n</answer>")
 
 
 def test_exclusions_hold_for_every_episode(samples, config, lucene_retriever):
-    tasks = [CotTask.from_sample(s) for s in samples]
-    teacher = BuiltinTeacher(config.builtin, load_role_templates())
-    drafts = run_episodes(tasks, teacher, lucene_retriever, load_role_templates(), config.loop)
+    drafts = _drafts(samples, config, lucene_retriever)
     searched = [d for d in drafts if isinstance(d, Draft)]
-    assert len(searched) >= len(tasks) // 2
+    assert len(searched) >= len(samples) // 2
     for draft in searched:
         own = draft.task.exclude_doc_ids[0]
         assert all(own not in ids for ids in draft.retrieved_doc_ids)
@@ -165,8 +178,9 @@ def test_reader_reads_only_what_the_result_block_shows(wiki18_hits):
     assert _read(masked, [pavia]) == "1488"  # "Rocchi" and "Pavia" are visible in the passage: skipped
     long_hit = Hit("long", "t", wiki18_hits["0"].text + " " + pavia.text, 1.0)
     assert len(shown_text(long_hit.text, 600)) <= 600
-    assert _read(masked, [long_hit], read_chars=None) == "1488"
-    assert _read(masked, [long_hit]) != "1488"  # past the 600 characters a result block shows
+    assert _read(masked, [long_hit]) == "1488"
+    assert _read(masked, [shown_hit(long_hit, 600)]) != "1488"  # past the 600 characters the env shows
+    assert _read(masked, [long_hit], read_chars=600) != "1488"
 
 
 def test_reader_prefers_a_fill_that_several_hits_agree_on():
@@ -200,12 +214,9 @@ def test_the_teacher_never_sees_answers_mask_texts_or_the_passage(samples, confi
         )
         for s in honest
     ]
-    templates = load_role_templates()
 
     def drafts(batch: list[Sample]) -> list[object]:
-        teacher = BuiltinTeacher(config.builtin, templates)
-        tasks = [CotTask.from_sample(s) for s in batch]
-        out = run_episodes(tasks, teacher, lucene_retriever, templates, config.loop)
+        out = _drafts(batch, config, lucene_retriever)
         return [(d.messages, d.fills, d.queries) if isinstance(d, Draft) else d for d in out]
 
     assert drafts(garbage) == drafts(honest)

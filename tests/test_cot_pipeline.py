@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from ramp.cli import app
 from ramp.config import load_config
+from ramp.cot.builder import TrajectoryBuilder
 from ramp.cot.config import CotConfig
 from ramp.cot.trajectories import read_trajectories
 from ramp.data.samples import Sample
@@ -184,6 +185,43 @@ def test_cli_rerun_is_byte_identical(run_dir, samples_dir, server, wiki18_index,
     assert result.exit_code == 0, result.output
     assert "verified yield: 33.3%" in result.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(p.name for p in Path(tmp_path).iterdir())
+    assert names == sorted(p.name for p in Path(tmp_path).iterdir() if p.name != "logs")  # + Beam's logs
     for name in names:
         assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+QA_ROWS = [json.loads(line) for line in Path("data/hotpotqa-dev-500.jsonl").read_text().splitlines()[:3]]
+
+
+def qa_teacher(path: str, body: dict[str, Any]) -> str:
+    """Plans a search for the question, rewrites it once, then answers (wrongly for the second one)."""
+    prompt = body["messages"][-1]["content"]
+    row = next(r for r in QA_ROWS if r["question"] in prompt)
+    if "You are the planner" in prompt:
+        return f"<think>Look it up.</think>\n<search>{row['question']}</search>"
+    if "You are the query rewriter" in prompt:
+        return " ".join(row["question"].split()[:6])
+    answer = "Nobody Inparticular" if row is QA_ROWS[1] else row["golden_answers"][0]
+    return f"<think>Found it.</think>\n<answer>{answer}</answer>"
+
+
+def test_a_qa_dataset_builds_qa_trajectories(wiki18_index, lucene_retriever, tmp_path):
+    questions = tmp_path / "qa.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in QA_ROWS) + "not json\n")
+    with ScriptedOpenAIServer(qa_teacher) as server:
+        config = load_config(CotConfig, "cot", [*overrides(server), f"retriever.index={wiki18_index}"])
+        stats = run_cot(questions, tmp_path / "out", config)
+    assert (stats["samples_in"], stats["kept"]) == (4, 2) and stats["accounted"]
+    assert stats["rejected_by_reason"] == {"bad_sample": 1, "not_verified": 1}
+    kept = {t.sample_id: t for t in read_trajectories(tmp_path / "out")}
+    assert set(kept) == {QA_ROWS[0]["id"], QA_ROWS[2]["id"]}
+    for t in kept.values():
+        row = next(r for r in QA_ROWS if r["id"] == t.sample_id)
+        assert t.kind == "qa" and t.num_masks == 0 and list(t.golds) == row["golden_answers"]
+        assert row["question"] in t.messages[1]["content"] and t.queries[0] == row["question"]
+        assert t.messages[-1]["content"].endswith(f"<answer>\n{row['golden_answers'][0]}\n</answer>")
+    # the built-in teacher has no QA mode, and says so
+    builtin = load_config(CotConfig, "cot", [f"retriever.index={wiki18_index}"])
+    [rejected] = TrajectoryBuilder.from_config(builtin, retriever=lucene_retriever).build(QA_ROWS[:1])
+    assert (rejected.reason, rejected.record_id) == ("unsupported_task", QA_ROWS[0]["id"])
+    assert "no QA mode" in rejected.detail

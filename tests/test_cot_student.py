@@ -8,13 +8,14 @@ from tiny_model import ScriptedBackend, tiny_backend
 
 from ramp.agent.config import RolloutConfig
 from ramp.agent.protocol import format_result_block
+from ramp.agent.rollout import RolloutLoop
 from ramp.config import load_config
 from ramp.cot.builder import TrajectoryBuilder
 from ramp.cot.config import CotConfig
-from ramp.cot.student import StudentRunner
 from ramp.cot.trajectories import Trajectory
 from ramp.cot.verify import Verifier
 from ramp.data.rejections import Rejection
+from ramp.retrieval.env import SearchConfig, SearchEnv, shown_hit
 
 
 def key(sample) -> str:
@@ -41,10 +42,11 @@ def test_student_round_is_verified_and_recorded(samples, lucene_retriever, wiki1
         key(wrong): [f"<think>I know it</think>\n{answer(['Nobody'])}"],
         key(stuck): [f"<think>again</think>\n<search>{query}</search>"],
     }
-    rollout = RolloutConfig(max_turns=3, max_new_tokens_per_turn=60, max_total_new_tokens=240, top_k=2)
+    rollout = RolloutConfig(max_turns=3, max_new_tokens_per_turn=60, max_total_new_tokens=240)
     config = load_config(CotConfig, "cot", [f"retriever.index={wiki18_index}", "round=1"])
-    student = StudentRunner(ScriptedBackend(tiny_backend(), scripts), lucene_retriever, rollout, model="tiny")
-    builder = TrajectoryBuilder(student.run, Verifier(config.verify), "student", student.model, config.round)
+    env = SearchEnv(lucene_retriever, SearchConfig(top_k=2))
+    student = RolloutLoop(ScriptedBackend(tiny_backend(), scripts), env, rollout)
+    builder = TrajectoryBuilder(student, Verifier(config.verify), "student", "tiny", config.round)
     kept, not_verified, max_turns = builder.build([s.to_row() for s in samples])
 
     assert isinstance(kept, Trajectory)
@@ -53,7 +55,9 @@ def test_student_round_is_verified_and_recorded(samples, lucene_retriever, wiki1
     hits = lucene_retriever.search([query], k=2, exclude_doc_ids=[right.exclude_doc_ids])[0]
     assert [m["role"] for m in kept.messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert kept.messages[2]["content"] == scripts[key(right)][0]
-    assert kept.messages[3]["content"] == format_result_block(hits, rollout.max_chars_per_doc)
+    assert kept.messages[3]["content"] == format_result_block(
+        [shown_hit(h, env.config.max_chars_per_doc) for h in hits]
+    )
     assert kept.retrieved_doc_ids == (tuple(h.doc_id for h in hits),)
     assert right.exclude_doc_ids[0] not in kept.retrieved_doc_ids[0]
 

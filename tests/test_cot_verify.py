@@ -6,21 +6,25 @@ from openai_server import ScriptedOpenAIServer
 
 from ramp.agent.backends.openai import OpenAIBackend
 from ramp.agent.config import OpenAIBackendConfig
+from ramp.agent.task import Task
 from ramp.config import load_config
 from ramp.cot.config import CotConfig
-from ramp.cot.loop import CotTask, Draft
-from ramp.cot.verify import Verifier
+from ramp.cot.drafts import Draft
+from ramp.cot.verify import PROFILE, Verifier
 from ramp.prompts import load_templates
 from ramp.rewards import LLMJudge
 
-TASK = CotTask(
+TASK = Task(
     task_id="t1",
     kind="ramp",
-    user_prompt="Passage: [mask] was a lobbyist for [mask].",
-    masked_passage="[mask] was a lobbyist for [mask].",
-    num_masks=2,
+    messages=(
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "Passage: [mask] was a lobbyist for [mask]."},
+    ),
     golds=("Evan Morris", "Genentech"),
+    num_masks=2,
     exclude_doc_ids=("0",),
+    source="[mask] was a lobbyist for [mask].",
 )
 RESULT = "\n<result>\n[1] Evan Morris\nEvan Morris was a lobbyist for Genentech.\n</result>\n"
 
@@ -54,6 +58,28 @@ def test_score_threshold_and_format():
     assert not malformed.verified and not malformed.well_formed and malformed.score == 1.0
     lenient = Verifier(load_config(CotConfig, "cot", ["verify.threshold=0.5"]).verify)
     assert lenient.verify([draft(("Evan Morris", "Pfizer"))])[0].verified
+
+
+def test_verification_uses_the_ramp_profile_like_answerability_teacher_and_reward():
+    from ramp.cot import reading
+    from ramp.data import answerability
+    from ramp.rewards import RAMP_PROFILE
+
+    assert PROFILE == reading.PROFILE == answerability.PROFILE == RAMP_PROFILE == "ramp"
+    verifier = Verifier(load_config(CotConfig, "cot").verify)
+    # accents and Unicode punctuation folded: the fill the teacher read from a hit verifies
+    folded, wrong = verifier.verify([draft(("Évan Mórris", "Genentech")), draft(("Évan Mórris", "Genentec"))])
+    assert folded.verified and folded.score == 1.0
+    assert not wrong.verified and wrong.score == 0.5
+    qa = Task(
+        task_id="q1",
+        kind="qa",
+        messages=({"role": "system", "content": "sys"}, {"role": "user", "content": "When? "}),
+        golds=("1990–1995",),
+    )
+    messages = (*qa.messages, {"role": "assistant", "content": "<answer>1990-1995</answer>"})
+    (dashed,) = verifier.verify([Draft(qa, messages, "1990-1995", ("1990-1995",), (), ())])
+    assert dashed.verified and dashed.score == 1.0
 
 
 def test_llm_judge_over_http():

@@ -50,6 +50,30 @@ def test_bad_keys_are_named(overrides, needle):
         load_config(_Outer, overrides=overrides)
 
 
+def test_unknown_key_lists_the_section_keys_and_bad_values_are_shown():
+    with pytest.raises(
+        ConfigError, match=r"masking\.max_mask = 3: unknown key \(known keys: max_masks, names\)"
+    ):
+        load_config(_Outer, overrides=["masking.max_mask=3"])
+    with pytest.raises(ConfigError, match=r"seed = 'abc': .*integer"):
+        load_config(_Outer, overrides=["seed=abc"])
+
+
+def test_values_are_set_before_validation_and_overrides_after():
+    """Options that only validate together (``--retriever-url``: kind=http and its url) go in as values."""
+    from ramp.retrieval.config import RetrievalSettings, retriever_location
+
+    values = {f"retriever.{k}": v for k, v in retriever_location(None, "http://127.0.0.1:9").items()}
+    cfg = load_config(RetrievalSettings, "retrieval", values=values)
+    assert (cfg.retriever.kind, cfg.retriever.url) == ("http", "http://127.0.0.1:9")
+    cfg = load_config(RetrievalSettings, "retrieval", ["retriever.url=http://127.0.0.1:8"], values=values)
+    assert cfg.retriever.url == "http://127.0.0.1:8"
+    index = retriever_location("0123", None)  # a path stays a string (an override would parse a number)
+    assert index == {"kind": "lucene", "index": "0123"}
+    with pytest.raises(ConfigError, match="exactly one"):
+        retriever_location("idx", "http://127.0.0.1:9")
+
+
 def test_malformed_override_and_missing_file():
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["novalue"])
@@ -95,6 +119,9 @@ RECIPE_MODELS = {
     "cot": "ramp.cot.config:CotConfig",
     "prompts": "ramp.prompts:PromptTemplates",
     "cot_prompts": "ramp.cot.roles:RoleTemplates",
+    "rl": "ramp.rl.config:RLConfig",
+    "eval": "ramp.qa.config:EvalConfig",
+    "pretrain": "ramp.train.config:PretrainConfig",
 }
 
 

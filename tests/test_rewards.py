@@ -5,6 +5,7 @@ from openai_server import Reply, ScriptedOpenAIServer
 
 from ramp.agent.backends.openai import OpenAIBackend
 from ramp.agent.config import OpenAIBackendConfig
+from ramp.metrics import exact_match
 from ramp.prompts import load_templates
 from ramp.rewards import (
     JudgeItem,
@@ -49,6 +50,37 @@ def test_reward_hacking_guard():
     assert ramp_answer_score(["Paris France"], gold, config=floor) == 1.0  # precision 0.5
     assert guard_factor("", gold, length) == 1.0
     assert qa_reward(spam, gold, metric="token_recall", config=length) == pytest.approx(4 / 7)
+
+
+@pytest.mark.parametrize(
+    ("fill", "gold"),
+    [
+        ("1990-1995", "1990–1995"),  # ASCII hyphen vs en dash
+        ("1990—1995", "1990-1995"),  # em dash vs hyphen
+        ("Zurich", "Zürich"),
+        ("José Martí", "Jose Marti"),
+        ("O’Brien", "O'Brien"),  # curly vs straight apostrophe
+        ("“Hey Jude”", '"Hey Jude"'),  # curly vs straight quotes
+        ("«Le Monde»", "Le Monde"),
+    ],
+)
+def test_ramp_reward_folds_unicode_while_squad_metrics_stay_official(fill, gold):
+    for config in (None, RewardConfig(), NO_GUARD):  # the guard normalises like the metric
+        for metric in ("token_recall", "exact_match", "f1"):
+            assert ramp_answer_score([fill], [gold], metric, config) == 1.0
+    response = f"<search>q</search>\n<result>\nx\n</result>\n<answer>\n[1] {fill}\n</answer>"
+    assert combined_reward(response, [gold], num_masks=1).answer == 1.0
+    # evaluation and the QA reward keep the official SQuAD/HotpotQA rule (no Unicode folding)
+    assert exact_match(fill, gold) == 0.0
+    assert exact_match(fill, gold, profile="squad") == 0.0
+    assert qa_reward(fill, [gold]) == 0.0
+    assert combined_reward(f"<answer>{fill}</answer>", [gold]).answer == 0.0
+
+
+def test_ramp_reward_still_separates_different_answers():
+    assert ramp_answer_score(["1990-1996"], ["1990–1995"]) == 0.0
+    assert ramp_answer_score(["Zurich Basel"], ["Zürich"], config=RewardConfig()) == pytest.approx(0.5)
+    assert exact_match("The Eiffel-Tower!", "eiffeltower") == 1.0  # squad punctuation rule unchanged
 
 
 def test_qa_reward():

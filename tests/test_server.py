@@ -77,7 +77,60 @@ def server_url(lucene_retriever: LuceneRetriever) -> Iterator[str]:
 
 
 def test_health(server_url: str) -> None:
-    assert httpx.get(f"{server_url}/health").json() == {"status": "ok", "documents": 1000}
+    assert httpx.get(f"{server_url}/health").json() == {"status": "ok", "max_topk": 20, "documents": 1000}
+
+
+def _excluding_top(retriever: LuceneRetriever, n: int) -> list[list[str]]:
+    """Per query, the ids of its top ``n`` hits: a whole article's worth of exclusions."""
+    return [[h.doc_id for h in hits] for hits in retriever.search(QUERIES, k=n)]
+
+
+def test_over_fetch_stays_within_the_servers_max_topk(
+    server_url: str, lucene_retriever: LuceneRetriever
+) -> None:
+    excludes = _excluding_top(lucene_retriever, 18)  # k + 18 = 23 > the server's max_topk of 20
+    expected = lucene_retriever.search(QUERIES, k=5, exclude_doc_ids=excludes)
+    with HttpRetriever(server_url, retries=0) as client:  # before the fix: 422, topk must be in [1, 20]
+        hits = client.search(QUERIES, k=5, exclude_doc_ids=excludes)
+        assert client._fetch_limit() == 20  # read from /health
+    assert hits == expected and max(map(len, hits)) == 5
+    assert all(not {h.doc_id for h in hs} & set(ids) for hs, ids in zip(hits, excludes, strict=True))
+
+
+def test_over_fetch_learns_the_limit_from_a_4xx(lucene_retriever: LuceneRetriever) -> None:
+    """A server that does not report its limit (no max_topk in /health) and ignores exclusions."""
+    real = create_app(lucene_retriever, LIMITS)
+    bare = FastAPI()
+    topks: list[int] = []
+
+    @bare.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @bare.post("/retrieve")
+    async def retrieve(body: dict[str, Any]) -> Any:
+        from fastapi.responses import JSONResponse
+
+        topks.append(body["topk"])
+        body.pop("exclude_doc_ids", None)  # a plain Search-R1 server: the client must filter
+        transport = httpx.ASGITransport(app=real)
+        async with httpx.AsyncClient(transport=transport, base_url="http://real") as inner:
+            answer = await inner.post("/retrieve", json=body)
+        return JSONResponse(answer.json(), status_code=answer.status_code)
+
+    excludes = _excluding_top(lucene_retriever, 30)
+    unfiltered = lucene_retriever.search(QUERIES, k=20)
+    with ServerThread(bare) as url, HttpRetriever(url, retries=0) as client:
+        hits = client.search(QUERIES, k=5, exclude_doc_ids=excludes)
+        # k + the most exclusions, refused with "topk must be in [1, 20]", then capped and sent again once
+        assert topks == [5 + max(map(len, excludes)), 20] and topks[0] > 20
+        again = client.search(QUERIES, k=5, exclude_doc_ids=excludes)
+        assert topks[2:] == [20] and again == hits
+        with pytest.raises(ValueError, match=r"\(422\).*topk"):  # k itself over the limit: the caller's fault
+            client.search(["x"], k=21)
+    for hs, ids, everything in zip(hits, excludes, unfiltered, strict=True):
+        assert not {h.doc_id for h in hs} & set(ids)  # maybe fewer than k hits, never an excluded one
+        assert hs == [h for h in everything if h.doc_id not in set(ids)][:5]
 
 
 def test_client_agrees_with_in_process_search(server_url: str, lucene_retriever: LuceneRetriever) -> None:
@@ -217,6 +270,7 @@ def test_client_gives_up_on_connection_errors() -> None:
 def test_serve_retriever_command(wiki18_index: Path, lucene_retriever: LuceneRetriever) -> None:
     port = _free_port()
     cmd = [sys.executable, "-m", "ramp", "serve-retriever", "--index", str(wiki18_index), "--port", str(port)]
+    cmd += ["--set", "server.max_topk=8"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     try:
         url = f"http://127.0.0.1:{port}"
@@ -224,6 +278,9 @@ def test_serve_retriever_command(wiki18_index: Path, lucene_retriever: LuceneRet
         assert httpx.get(f"{url}/health").json()["documents"] == 1000
         with HttpRetriever(url) as client:
             assert client.search(QUERIES, k=3) == lucene_retriever.search(QUERIES, k=3)
+            excludes = _excluding_top(lucene_retriever, 10)  # over-fetch 13 > max_topk 8: capped at 8
+            hits = client.search(QUERIES, k=3, exclude_doc_ids=excludes)
+            assert hits == lucene_retriever.search(QUERIES, k=3, exclude_doc_ids=excludes)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

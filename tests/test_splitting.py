@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ramp.data.splitting import split_passages, split_sentences
+from ramp.data.splitting import sentence_spans, split_passages, split_sentences
 
 
 def test_sentences_respect_abbreviations_initials_and_lines():
@@ -68,3 +68,15 @@ def test_property_no_sentence_cut_and_nothing_lost(sentences, target):
         cut += len(passage.split())
         long_sentence = any(len(s.split()) > target * 3 for s in sentences)
         assert cut in boundaries or long_sentence
+
+
+def test_sentence_spans_are_offsets_and_a_mask_may_open_a_sentence():
+    text = "Evan L. Morris was born in [mask]. [mask] was founded in 1990.\n  New line here! (Yes) he did."
+    spans = sentence_spans(text)
+    assert [text[a:b] for a, b in spans] == [
+        "Evan L. Morris was born in [mask].",
+        "[mask] was founded in 1990.",
+        "New line here!",
+        "(Yes) he did.",
+    ]
+    assert [text[a:b] for a, b in spans] == split_sentences(text)

@@ -51,3 +51,22 @@ def test_real_article_keeps_its_opening_sentence(articles):
     anarchism = next(a for a in articles if a.title == "Anarchism")
     assert wikitext_to_text(anarchism.text).startswith("Anarchism is a political philosophy")
     assert bz2  # the bundled file is real bz2 data
+
+
+def test_value_templates_keep_their_numbers_and_dates():
+    wikitext = (
+        "It rises {{convert|1300|m|ft|sp=us}} over {{convert|5|-|10|km|mi}} at {{convert|-6|C|0}}. "
+        "{{As of|2010|5}}, it had {{val|1.23|e=5|u=m}} and {{frac|1|2}} of it. "
+        "Ada was born {{birth date and age|1950|5|17|df=y}} and died {{death date|1990|May|3}}; "
+        "she wrote {{lang|fr|le chat}} {{nowrap|in 3 km}}{{snd}}done, {{circa|1850}}. "
+        "It cost {{Inflation|US|5|1929}} dollars."
+    )
+    text = wikitext_to_text(wikitext)
+    assert text.startswith(
+        "It rises 1300 m over 5–10 km at -6 °C. As of May 2010, it had 1.23×10^5 m and 1/2"
+    )
+    assert "born 17 May 1950 and died May 3, 1990;" in text
+    assert "she wrote le chat in 3 km – done, c. 1850." in text
+    assert "It cost dollars." in text  # a template without a value of its own is still dropped
+    for leftover in ("{{", "}}", "convert", "Inflation"):
+        assert leftover not in text, leftover

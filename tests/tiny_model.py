@@ -112,6 +112,7 @@ class ScriptedBackend:
     def __init__(self, inner: HFBackend, scripts: Mapping[str, Sequence[str]]) -> None:
         self.inner = inner
         self.tokenizer = inner.tokenizer
+        self.eos_ids, self.max_length = inner.eos_ids, inner.max_length
         self._close_id = self.tokenizer.convert_tokens_to_ids(RESULT_CLOSE)
         self._scripts = {
             tuple(self.tokenizer.encode(key, add_special_tokens=False)): [

@@ -1,1 +1,1 @@
-"""The search agent: text protocol, parser, generation backends and the multi-turn rollout loop."""
+"""The search agent: text protocol, parser, task record, generation backends and the one turn loop."""

@@ -1,4 +1,4 @@
-"""Configuration of the agent: generation backend and rollout loop (``configs/agent.yaml``)."""
+"""Configuration of the agent: generation backend, rollout loop and search (``configs/agent.yaml``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ramp.config import StrictModel
+from ramp.retrieval.env import SearchConfig
 
 
 class HFBackendConfig(StrictModel):
@@ -34,7 +35,6 @@ class OpenAIBackendConfig(StrictModel):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)  # doubled after every failed try
-    request_logprobs: bool = False
     extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields, sent as is
 
 
@@ -49,13 +49,11 @@ class RolloutConfig(StrictModel):
     max_turns: int = Field(default=8, ge=1, le=64)  # model turns; each but the last may end in a search
     max_new_tokens_per_turn: int = Field(default=512, ge=1)
     max_total_new_tokens: int = Field(default=4096, ge=1)  # model tokens over the whole rollout
-    top_k: int = Field(default=5, ge=1)  # documents per search
-    retrieval_budget_docs: int | None = Field(default=None, ge=0)  # documents over the whole rollout
-    max_chars_per_doc: int | None = Field(default=600, ge=1)
     temperature: float = Field(default=0.0, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     n: int = Field(default=1, ge=1)  # rollouts per task (DAPO groups)
     seed: int = 0
+    logprobs: bool = True  # record the sampled tokens' log-probs (a backend without them raises)
     end_of_turn_token: str | None = None  # default: the tokenizer's EOS
 
     @model_validator(mode="after")
@@ -68,3 +66,4 @@ class RolloutConfig(StrictModel):
 class AgentConfig(StrictModel):
     backend: BackendConfig = BackendConfig()
     rollout: RolloutConfig = RolloutConfig()
+    search: SearchConfig = SearchConfig()

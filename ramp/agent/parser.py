@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TAG = re.compile(r"<\s*(/?)\s*(think|search|result|answer)\s*>", re.IGNORECASE)
+# Every marker the parser treats as a tag; ``ramp.agent.protocol`` neutralises exactly these in results.
+PROTOCOL_TAG = re.compile(r"<\s*(/?)\s*(think|search|result|answer)\s*>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def parse_response(text: str) -> ParsedResponse:
     open_start = 0
     cursor = 0
     trailing = ""
-    for match in _TAG.finditer(text):
+    for match in PROTOCOL_TAG.finditer(text):
         closing, tag = match.group(1) == "/", match.group(2).lower()
         between = text[cursor : match.start()]
         if open_tag is None and between.strip():

@@ -20,12 +20,14 @@ the tokenizer's canonical encoding of their text (always true for SFT data built
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ramp.agent.parser import PROTOCOL_TAG
 from ramp.retrieval.base import Hit
+from ramp.retrieval.env import SearchStatus
+from ramp.retrieval.env import shown_text as shown_text  # re-exported: ramp.cot.reading imports it here
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 SEARCH_OPEN, SEARCH_CLOSE = "<search>", "</search>"
@@ -38,43 +40,34 @@ NO_RESULTS = "No results."
 NO_BUDGET = "Search budget exhausted: answer with what you have."
 NO_QUERY = "No query: write the query inside <search> and </search>."
 
-_TAG_IN_DOC = re.compile(r"<(/?)\s*(think|search|result|answer)\s*>", re.IGNORECASE)
+ESCAPED_OPEN = "&lt;"
+_EMPTY_TEXT: dict[SearchStatus, str] = {"ok": NO_RESULTS, "no_query": NO_QUERY, "no_budget": NO_BUDGET}
 
 
-def _neutralize_tags(text: str) -> str:
-    """Keep retrieved text from closing the result block or faking a tag: ``</result>`` -> ``< /result>``."""
-    return _TAG_IN_DOC.sub(lambda m: f"< {m.group(1)}{m.group(2)}>", text)
+def neutralize_tags(text: str) -> str:
+    """``text`` with every marker the parser would read as a tag (any spacing, case or Unicode case
+    folding, e.g. ``< /RESULT >``) defused by writing its ``<`` as ``&lt;``. Only those ``<`` change, and
+    the replacement holds no ``<``, so the output contains no tag at all."""
+    return PROTOCOL_TAG.sub(lambda m: ESCAPED_OPEN + m.group(0)[1:], text)
 
 
-def shown_text(text: str, max_chars: int | None) -> str:
-    """``text`` with whitespace collapsed, cut at a word boundary to at most ``max_chars`` characters."""
-    text = " ".join(text.split())
-    if max_chars is None or len(text) <= max_chars:
-        return text
-    cut = text[:max_chars]
-    return cut.rsplit(" ", 1)[0] if " " in cut else cut
-
-
-def format_result_block(
-    hits: Sequence[Hit], max_chars_per_doc: int | None = None, empty_text: str = NO_RESULTS
-) -> str:
+def format_result_block(hits: Sequence[Hit], *, status: SearchStatus = "ok") -> str:
     """The environment text inserted after a search: ``\\n<result>\\n[1] Title\\ntext\\n…</result>\\n``.
 
+    ``hits`` are the search environment's shown hits (already cut to ``search.max_chars_per_doc``).
     The block carries its own surrounding newlines, so a tool message's content is exactly the inserted
-    text. Documents are numbered from 1; text longer than ``max_chars_per_doc`` is cut at a word boundary
-    and ends with ``…``. Tag-like strings inside documents are neutralised. Without hits the block
-    holds ``empty_text``.
+    text. Documents are numbered from 1. Retrieved text can never open or close a protocol tag
+    (:func:`neutralize_tags` runs over the whole body, so no tag can form across a title/text seam either).
+    Without hits the block says why (no results, no query, no budget left).
     """
     if not hits:
-        body = empty_text
+        body = _EMPTY_TEXT[status]
     else:
-        docs = []
-        for i, hit in enumerate(hits, start=1):
-            full = " ".join(hit.text.split())
-            text = shown_text(full, max_chars_per_doc)
-            docs.append(f"[{i}] {' '.join(hit.title.split())}\n{text}{'…' if text != full else ''}")
-        body = "\n".join(docs)
-    return f"\n{RESULT_OPEN}\n{_neutralize_tags(body)}\n{RESULT_CLOSE}\n"
+        body = "\n".join(
+            f"[{i}] {' '.join(hit.title.split())}\n{' '.join(hit.text.split())}"
+            for i, hit in enumerate(hits, start=1)
+        )
+    return f"\n{RESULT_OPEN}\n{neutralize_tags(body)}\n{RESULT_CLOSE}\n"
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,32 @@
-"""The multi-turn rollout loop: generate, parse, retrieve, insert results, continue.
+"""The one turn loop: generate, parse, search, insert results, continue -- for every stage.
 
-All active rollouts advance together: each turn sends every unfinished rollout to the backend in one
-call, gathers the rollouts that stopped on ``</search>`` and searches for all of them in one retriever
-call (each with its own excluded documents and per-search ``k``), then appends the result blocks as
-environment tokens. A rollout ends on ``</answer>`` or EOS (then the end-of-turn token closes it), on its
-token budget, or after ``max_turns`` model turns. Token layout and boundaries: see
-:mod:`ramp.agent.protocol`.
+All active rollouts advance together: each turn asks the policy for the next model segment of every
+unfinished rollout in one call, searches for all rollouts that stopped on ``</search>`` in one
+:class:`~ramp.retrieval.env.SearchEnv` call (each with its task's exclusions and its own budget), then
+appends the result blocks as environment tokens. Who writes the model segments is a
+:class:`TurnPolicy`: a generation backend (student, RL policy, evaluation; :class:`BackendPolicy`) or
+the multi-agent CoT roles (``ramp.cot``), which differ in prompts and in who generates, not in how a
+turn runs.
+
+A rollout ends ``answer`` on ``</answer>`` (the loop then appends the end-of-turn token), ``eos`` when
+the model stops (a sampled EOS stays a sampled token), ``token_budget`` / ``length`` on the model-token
+budgets, ``max_turns``, ``context_full`` before the next turn would pass the context limit
+(``search.max_context_tokens`` and the backend's maximum length; one position is kept for the end-of-turn
+token) or ``error`` when the policy failed for it (``Rollout.error``).
+
+Per token, ``sampled_mask`` (drawn by the model: carries a log-prob and the policy loss), ``env_mask``
+(result blocks) and ``appended_mask`` (the end-of-turn token the loop adds after ``</answer>``) are
+disjoint; the prompt is in none. Each rollout's sampling is seeded from (seed, task id, sample index)
+and its turn, never from the batch it runs in. Token layout and boundaries: :mod:`ramp.agent.protocol`.
+Without a tokenizer (a text-level policy such as the CoT roles) rollouts carry text only.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
@@ -22,9 +35,6 @@ from ramp.agent.config import RolloutConfig
 from ramp.agent.parser import extract_last_search, parse_response
 from ramp.agent.protocol import (
     ANSWER_CLOSE,
-    NO_BUDGET,
-    NO_QUERY,
-    NO_RESULTS,
     SEARCH_CLOSE,
     STOP_STRINGS,
     encode_prompt,
@@ -32,44 +42,46 @@ from ramp.agent.protocol import (
     end_of_turn_id,
     format_result_block,
 )
-from ramp.data.samples import Sample
-from ramp.prompts import Message, PromptTemplates, chat, qa_user_prompt, ramp_user_prompt
-from ramp.retrieval.base import Hit, Retriever
+from ramp.agent.task import Task, task_from_qa, task_from_sample
+from ramp.prompts import Message
+from ramp.retrieval.base import Retriever
+from ramp.retrieval.env import SearchEnv, SearchEpisode, SearchOutcome
 from ramp.seeding import stable_seed
 
-TaskKind = Literal["ramp", "qa"]
-FinishReason = Literal["answer", "eos", "length", "token_budget", "max_turns"]
+__all__ = ["Rollout", "RolloutLoop", "Task", "TurnPolicy", "task_from_qa", "task_from_sample"]
+
+FinishReason = Literal["answer", "eos", "length", "token_budget", "max_turns", "context_full", "error"]
 
 
 @dataclass(frozen=True)
-class RolloutTask:
-    task_id: str
-    messages: list[Message]  # system + user (ramp.prompts.chat)
-    kind: TaskKind
-    golds: tuple[str | tuple[str, ...], ...] = ()  # ramp: one per mask; qa: accepted answers
-    num_masks: int | None = None  # ramp only
-    exclude_doc_ids: tuple[str, ...] = ()
+class PolicyError:
+    """A policy could not produce a rollout's next turn; the rollout ends with reason ``error``."""
+
+    reason: str  # e.g. teacher_error, unparseable_teacher_output, max_turns
+    detail: str = ""
 
 
-def task_from_sample(sample: Sample, templates: PromptTemplates | None = None) -> RolloutTask:
-    return RolloutTask(
-        task_id=sample.sample_id,
-        messages=chat(ramp_user_prompt(sample.masked_passage, sample.num_masks, templates), templates),
-        kind="ramp",
-        golds=tuple(sample.answers) or tuple(m.text for m in sample.masks),
-        num_masks=sample.num_masks,
-        exclude_doc_ids=tuple(sample.exclude_doc_ids),
-    )
+@runtime_checkable
+class TurnPolicy(Protocol):
+    """Writes the next model segment of each rollout (text ending in ``</search>`` or ``</answer>``)."""
+
+    def next_turns(
+        self, rollouts: Sequence[Rollout], requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | PolicyError]:
+        """One result or error per rollout, in order; ``requests[i]`` is rollout i's token request."""
+        ...
 
 
-def task_from_qa(row: Mapping[str, Any], templates: PromptTemplates | None = None) -> RolloutTask:
-    """A QA row ``{"id", "question", "golden_answers"}`` (the bundled HotpotQA format)."""
-    return RolloutTask(
-        task_id=str(row["id"]),
-        messages=chat(qa_user_prompt(row["question"], templates), templates),
-        kind="qa",
-        golds=tuple(row["golden_answers"]),
-    )
+class BackendPolicy:
+    """A generation backend continuing each rollout's token context."""
+
+    def __init__(self, backend: GenerationBackend) -> None:
+        self.backend = backend
+
+    def next_turns(
+        self, rollouts: Sequence[Rollout], requests: Sequence[GenerationRequest]
+    ) -> list[GenerationResult | PolicyError]:
+        return list(self.backend.generate(requests))
 
 
 @dataclass
@@ -77,24 +89,33 @@ class Segment:
     role: Literal["model", "env"]
     text: str
     token_ids: list[int]
-    logprobs: list[float | None]  # model tokens: sampling log-probs (None where unknown); env: None
+    logprobs: list[float | None]  # model tokens: their log-probs (None if not requested); env: None
 
 
 @dataclass
 class Rollout:
-    task: RolloutTask
+    task: Task
     sample_index: int  # 0..n-1 within the task's group
     seed: int
     prompt_ids: list[int]
+    episode: SearchEpisode
     segments: list[Segment] = field(default_factory=list)
-    queries: list[str] = field(default_factory=list)
-    documents: list[list[str]] = field(default_factory=list)  # doc ids per search
+    results: list[SearchOutcome] = field(default_factory=list)  # one per search, in order
     end_token: int | None = None  # the end-of-turn token closing a finished rollout
-    end_logprob: float | None = None  # its log-prob when the model generated it
+    end_sampled: bool = False  # drawn by the model (EOS) rather than appended by the loop
+    end_logprob: float | None = None
     finish_reason: FinishReason | None = None
+    error: PolicyError | None = None
     turns: int = 0
     generate_s: float = 0.0  # wall time of the batched calls this rollout took part in
     retrieve_s: float = 0.0
+    scratch: dict[str, Any] = field(default_factory=dict)  # private to the policy
+
+    def _per_token(self, model: Any, env: Any, end: Any, prompt: Any) -> list[Any]:
+        values = [prompt] * len(self.prompt_ids)
+        for s in self.segments:
+            values += [model if s.role == "model" else env] * len(s.token_ids)
+        return [*values, end] if self.end_token is not None else values
 
     @property
     def token_ids(self) -> list[int]:
@@ -102,26 +123,50 @@ class Rollout:
         return [*ids, self.end_token] if self.end_token is not None else ids
 
     @property
+    def sampled_mask(self) -> list[bool]:
+        """Tokens the model sampled: they carry log-probs and the policy loss."""
+        return self._per_token(True, False, self.end_sampled, False)
+
+    @property
+    def env_mask(self) -> list[bool]:
+        """Tokens the environment inserted (result blocks)."""
+        return self._per_token(False, True, False, False)
+
+    @property
+    def appended_mask(self) -> list[bool]:
+        """The end-of-turn token the loop appended after ``</answer>`` (never sampled, no log-prob)."""
+        return self._per_token(False, False, not self.end_sampled, False)
+
+    @property
     def is_model_token(self) -> list[bool]:
-        mask = [False] * len(self.prompt_ids) + [
-            s.role == "model" for s in self.segments for _ in s.token_ids
-        ]
-        return [*mask, True] if self.end_token is not None else mask
+        """The SFT loss mask of ``render_trajectory``: sampled or appended."""
+        return self._per_token(True, False, True, False)
 
     @property
     def logprobs(self) -> list[float | None]:
-        lps = [None] * len(self.prompt_ids) + [lp for s in self.segments for lp in s.logprobs]
+        """Per token: the sampled tokens' log-probs, None elsewhere."""
+        lps: list[float | None] = [None] * len(self.prompt_ids)
+        lps += [lp for s in self.segments for lp in s.logprobs]
         return [*lps, self.end_logprob] if self.end_token is not None else lps
 
     @property
-    def num_model_tokens(self) -> int:
+    def num_sampled_tokens(self) -> int:
         return sum(len(s.token_ids) for s in self.segments if s.role == "model") + (
-            self.end_token is not None
+            self.end_token is not None and self.end_sampled
         )
 
     @property
     def num_env_tokens(self) -> int:
         return sum(len(s.token_ids) for s in self.segments if s.role == "env")
+
+    @property
+    def queries(self) -> list[str]:
+        return [r.query for r in self.results]
+
+    @property
+    def documents(self) -> list[list[str]]:
+        """Doc ids shown per search."""
+        return [[h.doc_id for h in r.hits] for r in self.results]
 
     @property
     def response_text(self) -> str:
@@ -139,7 +184,7 @@ class Rollout:
     def to_messages(self) -> list[Message]:
         """System, user, then assistant (model text) and tool (result block) messages, in order."""
         return [
-            *self.task.messages,
+            *(dict(m) for m in self.task.messages),
             *(
                 {"role": "assistant" if s.role == "model" else "tool", "content": s.text}
                 for s in self.segments
@@ -154,113 +199,153 @@ class LoopStats:
     total_s: float = 0.0
     model_tokens: int = 0
     searches: int = 0
-    turns: int = 0  # batched backend calls
+    turns: int = 0  # batched policy calls
 
 
 class RolloutLoop:
-    """Runs :class:`RolloutTask`s to :class:`Rollout`s with a backend and a retriever."""
+    """Runs :class:`Task`s to :class:`Rollout`s with a backend (or a :class:`TurnPolicy`) and a search env.
+
+    A bare :class:`Retriever` is wrapped in a :class:`SearchEnv` with the default ``search:`` settings.
+    """
 
     def __init__(
         self,
-        backend: GenerationBackend,
-        retriever: Retriever,
+        backend: GenerationBackend | TurnPolicy,
+        env: SearchEnv | Retriever,
         config: RolloutConfig,
         tokenizer: Any | None = None,
     ) -> None:
-        self.backend = backend
-        self.retriever = retriever
+        self.policy: TurnPolicy = backend if isinstance(backend, TurnPolicy) else BackendPolicy(backend)
+        self.env = env if isinstance(env, SearchEnv) else SearchEnv(env)
         self.config = config
         self.tokenizer: Any = tokenizer if tokenizer is not None else getattr(backend, "tokenizer", None)
-        if self.tokenizer is None:
+        if self.tokenizer is None and not isinstance(backend, TurnPolicy):
             raise ValueError("the rollout loop needs a tokenizer (the backend has none: pass one)")
-        self.end_id = end_of_turn_id(self.tokenizer, config.end_of_turn_token)
-        self.eos_ids = set(getattr(backend, "eos_ids", ())) | {self.end_id}
+        self.end_id = end_of_turn_id(self.tokenizer, config.end_of_turn_token) if self.tokenizer else None
+        self.eos_ids = set(getattr(backend, "eos_ids", ())) | (
+            {self.end_id} if self.end_id is not None else set()
+        )
+        limits = [self.env.config.max_context_tokens, getattr(backend, "max_length", None)]
+        self.max_context: int | None = min((n for n in limits if n), default=None)
         self.stats = LoopStats()
 
-    def run(self, tasks: Sequence[RolloutTask], progress: bool = False) -> list[Rollout]:
+    def _encode(self, text: str) -> list[int]:
+        return encode_segment(text, self.tokenizer) if self.tokenizer is not None else []
+
+    def run(self, tasks: Sequence[Task], progress: bool = False) -> list[Rollout]:
         """``config.n`` rollouts per task, in task order; each gets a seed from its task id and index."""
         cfg = self.config
         start = time.perf_counter()
         self.stats = LoopStats()
         rollouts: list[Rollout] = []
         for task in tasks:
-            prompt = encode_prompt(task.messages, self.tokenizer)
+            prompt = encode_prompt(task.messages, self.tokenizer) if self.tokenizer is not None else []
             for index in range(cfg.n):
-                seed = stable_seed(cfg.seed, task.task_id, index) % 2**31
-                rollouts.append(Rollout(task=task, sample_index=index, seed=seed, prompt_ids=list(prompt)))
+                rollouts.append(
+                    Rollout(
+                        task=task,
+                        sample_index=index,
+                        seed=stable_seed(cfg.seed, task.task_id, index) % 2**31,
+                        prompt_ids=list(prompt),
+                        episode=self.env.episode(task.exclude_doc_ids),
+                    )
+                )
         contexts = [list(r.prompt_ids) for r in rollouts]  # running token ids per rollout
-        docs_left = [cfg.retrieval_budget_docs] * len(rollouts)
         active = list(range(len(rollouts)))
         bar = tqdm(total=len(rollouts), desc="rollouts", unit="rollout", disable=not progress)
         while active:
-            requests = [self._request(rollouts[i], contexts[i]) for i in active]
+            asking, requests = [], []
+            for i in active:
+                request = self._request(rollouts[i], contexts[i])
+                if request is None:
+                    rollouts[i].finish_reason = "context_full"
+                else:
+                    asking.append(i)
+                    requests.append(request)
             t0 = time.perf_counter()
-            results = self.backend.generate(requests)
+            results = self.policy.next_turns([rollouts[i] for i in asking], requests) if asking else []
             elapsed = time.perf_counter() - t0
             self.stats.generate_s += elapsed
             self.stats.turns += 1
             searching: list[tuple[int, str | None]] = []
-            still_active = []
-            for i, result in zip(active, results, strict=True):
+            for i, request, result in zip(asking, requests, results, strict=True):
                 rollout = rollouts[i]
                 rollout.generate_s += elapsed
-                segment = self._model_segment(rollout, result)
-                contexts[i] += segment.token_ids
                 rollout.turns += 1
-                self.stats.model_tokens += (
-                    len(result.token_ids) if result.token_ids else len(segment.token_ids)
-                )
+                if isinstance(result, PolicyError):
+                    rollout.finish_reason, rollout.error = "error", result
+                    continue
+                segment = self._model_segment(rollout, result, request)
+                contexts[i] += segment.token_ids
+                self.stats.model_tokens += len(segment.token_ids) + (rollout.end_sampled and rollout.ended)
                 if rollout.finish_reason is not None:
                     continue
                 if result.finish_reason == "stop" and result.stop_string == SEARCH_CLOSE:
                     if rollout.turns >= cfg.max_turns:
                         rollout.finish_reason = "max_turns"
-                    elif rollout.num_model_tokens >= cfg.max_total_new_tokens:
+                    elif rollout.num_sampled_tokens >= cfg.max_total_new_tokens:
                         rollout.finish_reason = "token_budget"
                     else:
                         searching.append((i, extract_last_search(segment.text)))
-                        still_active.append(i)
-                elif rollout.num_model_tokens >= cfg.max_total_new_tokens:
+                elif rollout.num_sampled_tokens >= cfg.max_total_new_tokens:
                     rollout.finish_reason = "token_budget"
+                elif self.max_context is not None and len(contexts[i]) + 1 >= self.max_context:
+                    rollout.finish_reason = "context_full"
                 else:
                     rollout.finish_reason = "length"
             if searching:
                 t0 = time.perf_counter()
-                self._search(rollouts, contexts, docs_left, searching)
+                self._search(rollouts, contexts, searching)
                 elapsed = time.perf_counter() - t0
                 self.stats.retrieve_s += elapsed
                 for i, _ in searching:
                     rollouts[i].retrieve_s += elapsed
+            still_active = [i for i in active if rollouts[i].finish_reason is None]
             bar.update(len(active) - len(still_active))
             active = still_active
         bar.close()
         self.stats.total_s = time.perf_counter() - start
         return rollouts
 
-    def _request(self, rollout: Rollout, context: list[int]) -> GenerationRequest:
+    def _request(self, rollout: Rollout, context: list[int]) -> GenerationRequest | None:
+        """The next turn's request, or None when the context has no room for it (and the end token)."""
         cfg = self.config
-        left = cfg.max_total_new_tokens - rollout.num_model_tokens
+        budget = min(cfg.max_new_tokens_per_turn, cfg.max_total_new_tokens - rollout.num_sampled_tokens)
+        if self.max_context is not None and self.tokenizer is not None:
+            budget = min(budget, self.max_context - len(context) - 1)
+            if budget < 1:
+                return None
         return GenerationRequest(
             prompt_ids=context,
-            max_new_tokens=max(1, min(cfg.max_new_tokens_per_turn, left)),
+            max_new_tokens=max(1, budget),
             stop=STOP_STRINGS,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             seed=stable_seed(rollout.seed, rollout.turns) % 2**31,
+            logprobs=cfg.logprobs,
         )
 
-    def _model_segment(self, rollout: Rollout, result: GenerationResult) -> Segment:
+    def _model_segment(
+        self, rollout: Rollout, result: GenerationResult, request: GenerationRequest
+    ) -> Segment:
         """Append the generated segment; close the rollout on EOS or ``</answer>``."""
-        ids = list(result.token_ids) or encode_segment(result.text, self.tokenizer)
-        logprobs: list[float | None] = (
-            list(result.logprobs)
-            if result.logprobs and len(result.logprobs) == len(ids)
-            else [None] * len(ids)
-        )
-        if result.finish_reason == "eos" and ids and ids[-1] in self.eos_ids:
-            rollout.end_token, rollout.end_logprob = ids[-1], logprobs[-1]
-            ids, logprobs = ids[:-1], logprobs[:-1]
+        ids = list(result.token_ids) or self._encode(result.text)
+        logprobs: list[float | None] = [None] * len(ids)
+        if request.logprobs:
+            if result.logprobs is None or len(result.logprobs) != len(ids):
+                got = "none" if result.logprobs is None else len(result.logprobs)
+                raise ValueError(
+                    f"rollout {rollout.task.task_id}: log-probs were requested but the backend returned "
+                    f"{got} for {len(ids)} tokens (set rollout.logprobs=false, or use a token-level backend)"
+                )
+            logprobs = list(result.logprobs)
+        if result.finish_reason == "eos":
             rollout.finish_reason = "eos"
+            if ids and ids[-1] in self.eos_ids:  # the model sampled its end
+                rollout.end_token, rollout.end_sampled, rollout.end_logprob = ids[-1], True, logprobs[-1]
+                ids, logprobs = ids[:-1], logprobs[:-1]
+            else:  # a text-level server stripped it
+                rollout.end_token = self.end_id
         elif result.finish_reason == "stop" and result.stop_string == ANSWER_CLOSE:
             rollout.end_token = self.end_id
             rollout.finish_reason = "answer"
@@ -270,37 +355,19 @@ class RolloutLoop:
         return segment
 
     def _search(
-        self,
-        rollouts: list[Rollout],
-        contexts: list[list[int]],
-        docs_left: list[int | None],
-        searching: list[tuple[int, str | None]],
+        self, rollouts: list[Rollout], contexts: list[list[int]], searching: list[tuple[int, str | None]]
     ) -> None:
-        """One retriever call per distinct ``k`` for every rollout searching this turn."""
-        cfg = self.config
-        hits: dict[int, list[Hit]] = {}
-        by_k: dict[int, list[tuple[int, str]]] = {}
-        for i, query in searching:
-            k = cfg.top_k if docs_left[i] is None else min(cfg.top_k, docs_left[i] or 0)
-            if query and k > 0:
-                by_k.setdefault(k, []).append((i, query))
-        for k, group in by_k.items():
-            found = self.retriever.search(
-                [q for _, q in group],
-                k=k,
-                exclude_doc_ids=[rollouts[i].task.exclude_doc_ids for i, _ in group],
-            )
-            hits.update({i: h for (i, _), h in zip(group, found, strict=True)})
+        """One environment call for every rollout searching this turn; result blocks that would leave
+        no room for another model token end their rollout ``context_full`` instead."""
+        outcomes = self.env.search([(rollouts[i].episode, query) for i, query in searching])
         self.stats.searches += len(searching)
-        for i, query in searching:
+        for (i, _), outcome in zip(searching, outcomes, strict=True):
             rollout = rollouts[i]
-            found_hits = hits.get(i, [])
-            empty = NO_QUERY if not query else NO_BUDGET if docs_left[i] == 0 else NO_RESULTS
-            block = format_result_block(found_hits, cfg.max_chars_per_doc, empty_text=empty)
-            ids = encode_segment(block, self.tokenizer)
+            block = format_result_block(outcome.hits, status=outcome.status)
+            ids = self._encode(block)
+            if self.max_context is not None and len(contexts[i]) + len(ids) + 2 > self.max_context:
+                rollout.finish_reason = "context_full"
+                continue
             rollout.segments.append(Segment("env", block, ids, [None] * len(ids)))
-            rollout.queries.append(query or "")
-            rollout.documents.append([h.doc_id for h in found_hits])
-            if docs_left[i] is not None:
-                docs_left[i] = max(0, (docs_left[i] or 0) - len(found_hits))
+            rollout.results.append(outcome)
             contexts[i] += ids

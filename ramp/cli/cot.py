@@ -6,7 +6,18 @@ from typing import Annotated, Any
 
 import typer
 
-from ramp.cli.options import Overrides, PipelineOptions, Workers, beam_args
+from ramp.cli.logs import beam_logs
+from ramp.cli.options import (
+    ChunkMb,
+    Index,
+    Overrides,
+    PipelineOptions,
+    RetrieverUrl,
+    Verbose,
+    Workers,
+    beam_args,
+    load_with_retriever,
+)
 
 TEACHERS = ("builtin", "openai", "student")
 
@@ -20,34 +31,36 @@ def cot_command(
     config: Annotated[str, typer.Option("--config", help="YAML config (default configs/cot.yaml).")] = "cot",
     overrides: Overrides = None,
     teacher: Annotated[str | None, typer.Option("--teacher", help="builtin | openai | student.")] = None,
-    index: Annotated[str | None, typer.Option("--index", help="Local Lucene index directory.")] = None,
-    retriever_url: Annotated[
-        str | None, typer.Option("--retriever-url", help="URL of a `ramp serve-retriever` server.")
-    ] = None,
+    index: Index = None,
+    retriever_url: RetrieverUrl = None,
     workers: Workers = 1,
+    chunk_mb: ChunkMb = None,
     pipeline_options: PipelineOptions = None,
+    verbose: Verbose = False,
+    allow_foreign_index: Annotated[
+        bool,
+        typer.Option("--allow-foreign-index", help="Search although the samples' passages are not in it."),
+    ] = False,
 ) -> None:
     """Build verified CoT trajectories from masked samples; prints the verified yield.
     Beam options may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if teacher is not None and teacher not in TEACHERS:
         raise typer.BadParameter(f"--teacher must be one of {', '.join(TEACHERS)}")
-    if index and retriever_url:
-        raise typer.BadParameter("give --index or --retriever-url, not both")
-    from ramp.config import ConfigError, load_config
     from ramp.cot.config import CotConfig
     from ramp.pipelines.cot_builder import run_cot
 
     extra = [f"teacher.kind={teacher}"] if teacher else []
-    if index:
-        extra += ["retriever.kind=lucene", f"retriever.index={index}"]
-    if retriever_url:
-        extra += ["retriever.kind=http", f"retriever.url={retriever_url}"]
-    try:
-        cfg = load_config(CotConfig, config, [*extra, *(overrides or [])])
-        stats = run_cot(samples, output, cfg, workers, beam_args(ctx, pipeline_options))
-    except (ConfigError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    cfg = load_with_retriever(CotConfig, config, [*extra, *(overrides or [])], index, retriever_url)
+    with beam_logs(output, "cot", verbose):
+        stats = run_cot(
+            samples,
+            output,
+            cfg,
+            workers,
+            beam_args(ctx, pipeline_options),
+            chunk_mb,
+            allow_foreign_index=allow_foreign_index,
+        )
     typer.echo(format_summary(stats))
 
 

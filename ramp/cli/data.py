@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from ramp.cli.options import BEAM_COMMAND, Overrides, PipelineOptions, Workers, beam_args
+from ramp.cli.logs import beam_logs
+from ramp.cli.options import (
+    BEAM_COMMAND,
+    ChunkMb,
+    Index,
+    Overrides,
+    PipelineOptions,
+    RetrieverUrl,
+    Verbose,
+    Workers,
+    beam_args,
+    load_with_retriever,
+)
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -25,7 +37,9 @@ def build_command(
     ] = None,
     overrides: Overrides = None,
     workers: Workers = 1,
+    chunk_mb: ChunkMb = None,
     pipeline_options: PipelineOptions = None,
+    verbose: Verbose = False,
 ) -> None:
     """Build masked samples. Beam options may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if fmt is not None and fmt not in FORMATS:
@@ -34,7 +48,8 @@ def build_command(
     from ramp.pipelines.ramp_data import load_data_config, run_build
 
     cfg = load_data_config(config, fmt, overrides or [])
-    stats = run_build(inputs, output, cfg, workers, beam_args(ctx, pipeline_options))
+    with beam_logs(output, "data-build", verbose):
+        stats = run_build(inputs, output, cfg, workers, beam_args(ctx, pipeline_options), chunk_mb)
     typer.echo(format_stats(stats))
 
 
@@ -50,35 +65,60 @@ def stats_command(
     typer.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
 
 
+@data_app.command("audit")
+def audit_command(
+    directory: Annotated[
+        str, typer.Argument(help="A samples directory (`ramp data build` or answerability).")
+    ],
+    examples: Annotated[int, typer.Option("--examples", help="Random samples to print masked.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the example draw.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Quality report of a samples directory (also written as DIR/audit.json)."""
+    from ramp.data.audit import audit, format_audit, write_audit
+
+    report = audit(directory, examples, seed)
+    write_audit(directory, report)
+    typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_audit(report))
+
+
 @data_app.command("answerability", context_settings=BEAM_COMMAND)
 def answerability_command(
     ctx: typer.Context,
     samples: Annotated[str, typer.Option("--samples", help="Output directory of `ramp data build`.")],
     output: Annotated[str, typer.Option("--output", help="Output directory (not the samples directory).")],
-    index: Annotated[str | None, typer.Option("--index", help="Lucene index of the corpus.")] = None,
-    retriever_url: Annotated[
-        str | None, typer.Option("--retriever-url", help="A running `ramp serve-retriever`.")
-    ] = None,
+    index: Index = None,
+    retriever_url: RetrieverUrl = None,
     config: Annotated[
         str | None, typer.Option("--config", help="YAML config (default configs/retrieval.yaml).")
     ] = None,
     overrides: Overrides = None,
     workers: Workers = 1,
+    chunk_mb: ChunkMb = None,
     pipeline_options: PipelineOptions = None,
+    verbose: Verbose = False,
+    allow_foreign_index: Annotated[
+        bool,
+        typer.Option("--allow-foreign-index", help="Search although the samples' passages are not in it."),
+    ] = False,
 ) -> None:
     """Keep samples whose masks the search tool can answer without the source passage."""
-    if (index is None) == (retriever_url is None):
-        raise typer.BadParameter("give exactly one of --index and --retriever-url")
-    from ramp.config import load_config
     from ramp.data.answerability import format_answerability_stats
     from ramp.pipelines.answerability import run_answerability
-    from ramp.retrieval.config import RetrievalSettings, RetrieverConfig
+    from ramp.retrieval.config import RetrievalSettings
 
-    location = ["retriever.kind=lucene"] if index is not None else ["retriever.kind=http"]
-    settings = load_config(RetrievalSettings, config or "retrieval", [*(overrides or []), *location])
-    place = {"index": index} if index is not None else {"url": retriever_url}
-    retriever = RetrieverConfig.model_validate({**settings.retriever.model_dump(), **place})
-    stats = run_answerability(
-        samples, output, retriever, settings.answerability, workers, beam_args(ctx, pipeline_options)
+    settings = load_with_retriever(
+        RetrievalSettings, config or "retrieval", overrides, index, retriever_url, required=True
     )
+    with beam_logs(output, "answerability", verbose):
+        stats = run_answerability(
+            samples,
+            output,
+            settings.retriever,
+            settings.answerability,
+            workers,
+            beam_args(ctx, pipeline_options),
+            chunk_mb,
+            allow_foreign_index=allow_foreign_index,
+        )
     typer.echo(format_answerability_stats(stats))

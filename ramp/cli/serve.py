@@ -2,46 +2,65 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import errno
+import socket
 from typing import Annotated
 
 import typer
 
+from ramp.cli.options import Index, Overrides, load_with_retriever
+
 
 def serve_retriever_command(
-    index: Annotated[Path | None, typer.Option(help="Index directory (overrides retriever.index)")] = None,
+    index: Index = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000)")] = None,
     config: Annotated[str, typer.Option(help="Config file or recipe name")] = "retrieval",
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config value: key.sub=value")
-    ] = None,
+    overrides: Overrides = None,
 ) -> None:
     """Serve a local Lucene index over HTTP (POST /retrieve, GET /health)."""
     import uvicorn
 
-    from ramp.config import load_config
+    from ramp.errors import UserError
     from ramp.retrieval.config import RetrievalSettings, build_retriever
     from ramp.retrieval.indexing import read_manifest
     from ramp.retrieval.server import create_app
 
-    overrides = list(set_ or [])
-    if index is not None:
-        overrides += ["retriever.kind=lucene", f"retriever.index={index}"]
-    if host is not None:
-        overrides.append(f"server.host={host}")
-    if port is not None:
-        overrides.append(f"server.port={port}")
-    settings = load_config(RetrievalSettings, config, overrides)
+    server_options = [f"server.host={host}"] * (host is not None) + [f"server.port={port}"] * (
+        port is not None
+    )
+    settings = load_with_retriever(
+        RetrievalSettings, config, [*(overrides or []), *server_options], index, None
+    )
     if settings.retriever.kind != "lucene":
-        raise typer.BadParameter(
-            "serve-retriever serves a local index: set retriever.kind=lucene and an index"
-        )
+        raise UserError("serve-retriever serves a local index: give --index (or retriever.kind=lucene)")
     manifest = read_manifest(settings.retriever.index or "")
     info = {"index": str(settings.retriever.index), "documents": manifest["documents"]}
+    listener = _bind(settings.server.host, settings.server.port)
     retriever = build_retriever(settings.retriever)
     try:
         app = create_app(retriever, settings.server, info)
-        uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="info")
+        where = f"http://{settings.server.host}:{listener.getsockname()[1]}"
+        typer.echo(f"serving {info['documents']} documents of {info['index']} on {where} (Ctrl-C stops)")
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[listener])
     finally:
         retriever.close()
+        listener.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before the index loads so a taken port fails at once."""
+    from ramp.errors import UserError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as err:
+        listener.close()
+        if err.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is in use: pick another with --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror}): check --host and --port") from None
+    listener.listen(2048)
+    return listener

@@ -1,60 +1,54 @@
-"""Samples -> verified trajectories or dead-letter rows: what one pipeline worker runs per batch.
+"""Samples or QA questions -> verified trajectories or dead-letter rows: what one pipeline worker runs.
 
-``TrajectoryBuilder.from_config`` wires the retriever, the teacher (built-in, served LLM, or a
-student model for the next self-evolving round) and the verifier. ``build`` returns exactly one
-:class:`Trajectory` or :class:`Rejection` per input row, in order.
+``TrajectoryBuilder.from_config`` wires the search environment, the teacher and the verifier. Every
+teacher runs the agent's one loop (:class:`ramp.agent.rollout.RolloutLoop`): the built-in and the
+served-LLM teachers through the multi-agent :class:`~ramp.cot.policy.RolePolicy`, a student model
+(the next self-evolving round) as the loop's generation backend. ``build`` returns exactly one
+:class:`Trajectory` or :class:`Rejection` per input row, in order; a row is a RAMP sample
+(``samples-*.parquet``) or a QA question (``{id, question, golden_answers}``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 from ramp.agent.backends import build_backend
+from ramp.agent.rollout import PolicyError, RolloutLoop
+from ramp.agent.task import Task, task_from_row
 from ramp.cot.config import CotConfig
-from ramp.cot.loop import CotTask, Draft, Failure, run_episodes
+from ramp.cot.drafts import Draft, draft_from_rollout
+from ramp.cot.policy import role_loop
 from ramp.cot.roles import load_role_templates
 from ramp.cot.teachers import BuiltinTeacher, ChatTeacher
 from ramp.cot.trajectories import Trajectory
 from ramp.cot.verify import Verdict, Verifier
 from ramp.data.rejections import Rejection
-from ramp.data.samples import MASK_TOKEN, Sample
 from ramp.prompts import load_templates
 from ramp.retrieval.base import Retriever
 from ramp.retrieval.config import build_retriever
+from ramp.retrieval.env import SearchEnv
 from ramp.rewards import LLMJudge
 
 STAGE = "cot"
-Runner = Callable[[Sequence[CotTask]], list[Draft | Failure]]
 
 
-def task_from_row(row: dict[str, Any]) -> CotTask:
-    """A sample row -> task; raises ValueError on a row that is not a consistent RAMP sample."""
-    try:
-        sample = Sample.from_row(row)
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"not a sample row: {err}") from None
-    masks_in_text = sample.masked_passage.count(MASK_TOKEN)
-    if not sample.num_masks or masks_in_text != sample.num_masks or len(sample.answers) != sample.num_masks:
-        raise ValueError(
-            f"{sample.num_masks} masks, {masks_in_text} mask tokens and {len(sample.answers)} answers"
-        )
-    return CotTask.from_sample(sample)
+def _row_id(row: dict[str, Any], index: int) -> str:
+    return str(row.get("sample_id", row.get("id", f"row:{index}")))
 
 
 class TrajectoryBuilder:
     def __init__(
         self,
-        runner: Runner,
+        loop: RolloutLoop,
         verifier: Verifier,
         teacher_name: str,
         teacher_model: str,
         round: int,
         closers: Sequence[Callable[[], None]] = (),
     ) -> None:
-        self.runner, self.verifier = runner, verifier
+        self.loop, self.verifier = loop, verifier
         self.teacher_name, self.teacher_model, self.round = teacher_name, teacher_model, round
         self._closers = list(closers)
 
@@ -65,15 +59,21 @@ class TrajectoryBuilder:
         if retriever is None:
             retriever = build_retriever(config.retriever)
             closers.append(retriever.close)
+        env = SearchEnv(retriever, config.search)
         templates = load_role_templates(config.prompts)
         teacher_cfg = config.teacher
-        runner: Runner
+        loop: RolloutLoop
         if teacher_cfg.kind == "student":
-            from ramp.cot.student import StudentRunner
+            backend = build_backend(teacher_cfg.backend)
+            closers.append(getattr(backend, "close", lambda: None))
+            tokenizer = None
+            if teacher_cfg.tokenizer:
+                from transformers import AutoTokenizer
 
-            student = StudentRunner.from_config(teacher_cfg, retriever, config.seed)
-            runner, name, model = student.run, "student", student.model
-            closers.append(student.close)
+                tokenizer = AutoTokenizer.from_pretrained(teacher_cfg.tokenizer)
+            rollout = teacher_cfg.rollout.model_copy(update={"seed": config.seed, "n": 1})
+            loop = RolloutLoop(backend, env, rollout, tokenizer)
+            name, model = "student", teacher_cfg.model_name
         else:
             role_teacher: BuiltinTeacher | ChatTeacher
             if teacher_cfg.kind == "builtin":
@@ -81,38 +81,33 @@ class TrajectoryBuilder:
             else:
                 backend = build_backend(teacher_cfg.backend)
                 closers.append(getattr(backend, "close", lambda: None))
-                model = teacher_cfg.model_name
-                role_teacher = ChatTeacher(backend, model, templates, teacher_cfg, config.seed)
-            runner = partial(
-                run_episodes,
-                teacher=role_teacher,
-                retriever=retriever,
-                templates=templates,
-                config=config.loop,
-            )
+                role_teacher = ChatTeacher(
+                    backend, teacher_cfg.model_name, templates, teacher_cfg, config.seed
+                )
+            loop = role_loop(role_teacher, templates, config.loop, env, config.seed)
             name, model = role_teacher.name, role_teacher.model
         judge = None
         if config.verify.method == "judge":
             judge_backend = build_backend(config.verify.judge_backend)
             closers.append(getattr(judge_backend, "close", lambda: None))
             judge = LLMJudge(judge_backend, load_templates().judge, config.verify.judge_max_new_tokens)
-        return cls(runner, Verifier(config.verify, judge), name, model, config.round, closers)
+        return cls(loop, Verifier(config.verify, judge), name, model, config.round, closers)
 
     def build(self, rows: Sequence[dict[str, Any]]) -> list[Trajectory | Rejection]:
         """One trajectory or rejection per row, in order."""
         outputs: list[Trajectory | Rejection | None] = [None] * len(rows)
-        tasks: list[tuple[int, CotTask]] = []
+        tasks: list[tuple[int, Task]] = []
         for i, row in enumerate(rows):
             try:
                 tasks.append((i, task_from_row(row)))
             except ValueError as err:
-                record_id = str(row.get("sample_id", f"row:{i}"))
-                outputs[i] = Rejection(record_id, STAGE, "bad_sample", str(err), json.dumps(row, default=str))
-        results = self.runner([task for _, task in tasks])
+                payload = json.dumps(row, default=str)
+                outputs[i] = Rejection(_row_id(row, i), STAGE, "bad_sample", str(err), payload)
+        results = [draft_from_rollout(r) for r in self.loop.run([task for _, task in tasks])]
         drafts = [(i, r) for (i, _), r in zip(tasks, results, strict=True) if isinstance(r, Draft)]
         verdicts = self.verifier.verify([draft for _, draft in drafts])
         for (i, task), result in zip(tasks, results, strict=True):
-            if isinstance(result, Failure):
+            if isinstance(result, PolicyError):
                 outputs[i] = Rejection(task.task_id, STAGE, result.reason, result.detail, task.user_prompt)
         for (i, draft), verdict in zip(drafts, verdicts, strict=True):
             outputs[i] = self._accept(draft, verdict) if verdict.verified else self._reject(draft, verdict)

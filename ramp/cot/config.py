@@ -9,6 +9,7 @@ from pydantic import Field
 from ramp.agent.config import BackendConfig, RolloutConfig
 from ramp.config import StrictModel
 from ramp.retrieval.config import RetrieverConfig
+from ramp.retrieval.env import SearchConfig
 from ramp.rewards import RewardConfig
 
 
@@ -18,7 +19,8 @@ class TeacherConfig(StrictModel):
     kind: Literal["builtin", "openai", "student"] = "builtin"
     # openai: the served teacher model; student: the student's backend (hf, vllm or openai).
     backend: BackendConfig = BackendConfig(kind="openai")
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)  # student only: its single-agent rollout
+    # student only: its single-agent rollout (no log-probs needed: trajectories are text)
+    rollout: RolloutConfig = RolloutConfig(logprobs=False)
     tokenizer: str | None = None  # student on an openai completions endpoint: a local tokenizer path
     temperature: float = Field(default=0.7, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -47,14 +49,12 @@ class BuiltinTeacherConfig(StrictModel):
     agreement: float = Field(default=1.0, ge=0.0)  # weight of a candidate's further occurrences
     agreement_cap: float = Field(default=5.0, ge=0.0)  # ... at most this many times its best one
     part_weight: float = Field(default=0.7, ge=0.0, le=1.0)  # a shorter part of a capitalised run
-    read_chars: int | None = Field(default=600, ge=50)  # read what the result block shows of a hit
+    read_chars: int | None = Field(default=None, ge=50)  # None: read the hits as the search env shows them
 
 
 class LoopConfig(StrictModel):
     max_turns: int = Field(default=4, ge=1)  # observer decisions; the last one must answer
     queries_per_turn: int = Field(default=2, ge=1)  # rewriter queries kept per search turn
-    top_k: int = Field(default=3, ge=1)  # hits per search shown in the result block
-    max_chars_per_doc: int | None = Field(default=600, ge=50)
 
 
 class VerifyConfig(StrictModel):
@@ -81,6 +81,7 @@ class CotConfig(StrictModel):
     teacher: TeacherConfig = TeacherConfig()
     builtin: BuiltinTeacherConfig = BuiltinTeacherConfig()
     retriever: RetrieverConfig = RetrieverConfig(kind="lucene", index="runs/index")
+    search: SearchConfig = SearchConfig()  # documents per search, characters shown, budgets
     loop: LoopConfig = LoopConfig()
     verify: VerifyConfig = VerifyConfig()
     output: OutputConfig = OutputConfig()

@@ -2,8 +2,8 @@
 
 The reader sees only the masked passage (never the answers) and the search hits. For each mask it
 collects candidate fills from the hits -- runs of capitalised words (and their shorter parts),
-numbers, number words, ordinals and dates -- and scores each occurrence by the mask's context
-words found around it in the hit:
+numbers and dates (number words and months only as part of one: RAMP never masks a digit-less number
+or date) -- and scores each occurrence by the mask's context words found around it in the hit:
 
 - every content word within ``window`` tokens of the mask in the passage that also occurs within
   ``window`` tokens of the candidate adds ``weight(word) * near(passage distance) * near(hit distance)``
@@ -30,29 +30,26 @@ from dataclasses import dataclass
 
 from ramp.agent.protocol import shown_text
 from ramp.cot.config import BuiltinTeacherConfig
-from ramp.data.answerability import normalize_answer
+from ramp.data.answerability import mask_query as mask_query  # the one mask query; teachers import it here
 from ramp.data.samples import MASK_TOKEN
 from ramp.retrieval.base import Hit
+from ramp.text import STOP_WORDS, Profile, normalize_cached
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th|s)?|\w+(?:[.’']\w+)*|[^\w\s]")
 _POSSESSIVE = ("'s", "’s")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _SENTENCE_STOPS = frozenset(".!?")
-_normalized = functools.lru_cache(maxsize=1 << 16)(normalize_answer)  # fills repeat across turns
+PROFILE: Profile = "ramp"  # the reader's normalisation profile, as answerability, verification and the reward
+
+
+def _normalized(text: str) -> str:
+    """The ``ramp`` profile, so the teacher's fills agree with answerability, verification and the reward."""
+    return normalize_cached(text, PROFILE)
 
 
 def _word_set(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-_STOPWORDS = _word_set(
-    """a an the and or but nor of in on at to for from by with as is was were be been being are am
-    his her its their he she it they them this that these those which who whom whose what how when where
-    while after before during since until into onto over under than then there here also not no had has
-    have i we you our your my would could can may might will shall should do does did about more most
-    such other some any all each both many much only very so if because however although though whereas
-    thus therefore hence moreover furthermore meanwhile yet still even just now"""
-)
 _MONTHS = _word_set("january february march april may june july august september october november december")
 _NUMBER_WORDS = _word_set(
     """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
@@ -125,20 +122,6 @@ def mask_windows(masked_passage: str, window: int) -> list[tuple[list[str], list
     return [(tokens[max(0, p - window) : p], tokens[p + 1 : p + 1 + window]) for p in positions]
 
 
-def mask_query(masked_passage: str, index: int, max_words: int) -> str:
-    """The sentence around mask ``index`` with every mask removed, cut to ``max_words`` around it."""
-    pieces = masked_passage.split(MASK_TOKEN)
-    marker = "\x00"
-    text = "".join(p + (marker if j == index else " ") for j, p in enumerate(pieces[:-1])) + pieces[-1]
-    sentence = next((s for s in _SENTENCE_END.split(text) if marker in s), text)
-    left, _, right = sentence.partition(marker)
-    left_words, right_words = left.split(), right.split()
-    keep_right = min(len(right_words), max(max_words // 2, max_words - len(left_words)))
-    keep_left = max_words - keep_right
-    words = left_words[len(left_words) - keep_left :] if keep_left else []
-    return " ".join(words + right_words[:keep_right])
-
-
 def context_query(masked_passage: str, index: int, context_words: int) -> str:
     """The words right before and after mask ``index``."""
     left, right = mask_contexts(masked_passage, context_words)[index]
@@ -152,11 +135,17 @@ def expects_number(left: Sequence[str], right: Sequence[str]) -> bool:
 
 
 def _is_content(token: str) -> bool:
-    return token[0].isalnum() and token not in _STOPWORDS and (len(token) > 1 or token.isdigit())
+    return token[0].isalnum() and token not in STOP_WORDS and (len(token) > 1 or token.isdigit())
 
 
 def _is_numeric(token: str) -> bool:
     return token[:1].isdigit() or token.lower() in _NUMBER_WORDS
+
+
+def _digitless_number(words: Sequence[str]) -> bool:
+    """Only number words and months ("two", "first", "July"): RAMP never masks a number or date without a
+    digit (``ramp.data.spans``), so such a fill is never the answer."""
+    return all(w in _NUMBER_WORDS or w in _MONTHS for w in words)
 
 
 def _name_runs(originals: Sequence[str], lowers: Sequence[str], common: set[str]) -> list[_Candidate]:
@@ -170,7 +159,7 @@ def _name_runs(originals: Sequence[str], lowers: Sequence[str], common: set[str]
             i += 1
             continue
         sentence_first = i == 0 or lowers[i - 1] in _SENTENCE_STOPS or lowers[i - 1] in {":", '"', "“"}
-        if sentence_first and (lowers[i] in _STOPWORDS or lowers[i] in common):
+        if sentence_first and (lowers[i] in STOP_WORDS or lowers[i] in common):
             i += 1
             continue
         end = i + 1
@@ -285,7 +274,7 @@ def read_mask(
     own_right = near_right[: near_right.index(MASK_TOKEN)] if MASK_TOKEN in near_right else near_right
     left_words = {t: d for t, d in _first_positions(near_left).items() if _is_content(t)}
     right_words = {t: d for t, d in _first_positions(near_right).items() if _is_content(t)}
-    shown = f" {normalize_answer(visible.replace(MASK_TOKEN, ' | '))} "
+    shown = f" {_normalized(visible.replace(MASK_TOKEN, ' | '))} "
     numeric_slot = expects_number(left, right)
     texts = [shown_text(hit.text, config.read_chars) for hit in hits]
     tokenized = [_tokens(text) for text in texts]
@@ -309,6 +298,8 @@ def read_mask(
         for cand in aligned + _name_runs(originals, lowers, common) + _number_runs(originals, lowers):
             s, e = cand.start, cand.end
             if e - s > config.max_fill_words or (numeric_slot and not originals[s][:1].isdigit()):
+                continue
+            if _digitless_number(lowers[s:e]):
                 continue
             fill = text[tokens[s][1] : tokens[e - 1][2]]
             key = _normalized(fill)

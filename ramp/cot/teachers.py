@@ -1,4 +1,4 @@
-"""Teachers that play the planner, rewriter and observer roles for :func:`ramp.cot.loop.run_episodes`.
+"""Teachers that play the planner, rewriter and observer roles (:class:`ramp.cot.policy.RolePolicy`).
 
 - :class:`ChatTeacher`: one served LLM (any :class:`GenerationBackend` taking chat messages, e.g. the
   ``openai`` backend) plays every role with the prompts of ``configs/cot_prompts.yaml``.
@@ -6,7 +6,7 @@
   context words) and takes the candidate fill that the mask's context words surround best in the
   hits (:mod:`ramp.cot.reading`); it reads only the masked passage, never the answers.
   It makes trajectories on machines without a model and is the baseline an LLM teacher has to
-  beat on verified yield.
+  beat on verified yield. It has no QA mode: QA tasks are rejected as ``unsupported_task``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ramp.agent.backends.base import GenerationBackend, GenerationRequest, GenerationResult
+from ramp.agent.rollout import PolicyError
 from ramp.cot.config import BuiltinTeacherConfig, TeacherConfig
-from ramp.cot.loop import Episode, Failure
+from ramp.cot.policy import Episode
 from ramp.cot.reading import Reading, context_query, mask_query, mask_windows, read_mask
 from ramp.cot.roles import (
     ChatMessages,
@@ -35,6 +36,9 @@ from ramp.cot.roles import (
 from ramp.seeding import stable_seed
 
 T = TypeVar("T")
+UNSUPPORTED_QA = PolicyError(
+    "unsupported_task", "the built-in teacher has no QA mode: use --teacher openai or --teacher student"
+)
 
 
 class ChatTeacher:
@@ -64,56 +68,56 @@ class ChatTeacher:
             max_new_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
             top_p=self.config.top_p,
-            seed=stable_seed(self.seed, episode.task.task_id, role, len(episode.steps)) % 2**31,
+            seed=stable_seed(self.seed, episode.task.task_id, role, episode.searches) % 2**31,
         )
 
-    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult | Failure]:
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult | PolicyError]:
         """All requests in one backend call; if it fails, one by one, so a failure stays with its task."""
         try:
             return list(self.backend.generate(requests))
         except Exception:
-            results: list[GenerationResult | Failure] = []
+            results: list[GenerationResult | PolicyError] = []
             for request in requests:
                 try:
                     results.append(self.backend.generate([request])[0])
                 except Exception as err:
-                    results.append(Failure("teacher_error", f"{type(err).__name__}: {err}"[:500]))
+                    results.append(PolicyError("teacher_error", f"{type(err).__name__}: {err}"[:500]))
             return results
 
     def _run(
         self, episodes: Sequence[Episode], role: str, prompts: list[ChatMessages], parse: Callable[[str], T]
-    ) -> list[T | Failure]:
+    ) -> list[T | PolicyError]:
         requests = [self._request(e, role, p) for e, p in zip(episodes, prompts, strict=True)]
-        parsed: list[T | Failure] = []
+        parsed: list[T | PolicyError] = []
         for result in self._generate(requests):
-            if isinstance(result, Failure):
+            if isinstance(result, PolicyError):
                 parsed.append(result)
                 continue
             try:
                 parsed.append(parse(result.text))
             except UnparseableOutput as err:
-                parsed.append(Failure("unparseable_teacher_output", f"{role}: {err}: {result.text[:300]!r}"))
+                parsed.append(
+                    PolicyError("unparseable_teacher_output", f"{role}: {err}: {result.text[:300]!r}")
+                )
         return parsed
 
-    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | Failure]:
+    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | PolicyError]:
         prompts = [planner_messages(self.templates, e.task.user_prompt) for e in episodes]
         return self._run(episodes, "planner", prompts, parse_plan)
 
-    def rewrite(self, episodes: Sequence[Episode], num_queries: int) -> list[list[str] | Failure]:
+    def rewrite(
+        self, episodes: Sequence[Episode], queries: Sequence[str], num_queries: int
+    ) -> list[list[str] | PolicyError]:
         prompts = [
-            rewriter_messages(self.templates, e.task.user_prompt, e.pending_query, num_queries)
-            for e in episodes
+            rewriter_messages(self.templates, e.task.user_prompt, query, num_queries)
+            for e, query in zip(episodes, queries, strict=True)
         ]
         return self._run(episodes, "rewriter", prompts, lambda text: parse_rewrites(text, num_queries))
 
-    def observe(self, episodes: Sequence[Episode], turns_left: int) -> list[Observation | Failure]:
+    def observe(self, episodes: Sequence[Episode]) -> list[Observation | PolicyError]:
         prompts = [
             observer_messages(
-                self.templates,
-                e.task.user_prompt,
-                e.plan,
-                format_history([(s.query, s.block) for s in e.steps]),
-                turns_left,
+                self.templates, e.task.user_prompt, e.plan, format_history(e.history()), e.turns_left
             )
             for e in episodes
         ]
@@ -135,41 +139,43 @@ class BuiltinTeacher:
 
     def _queries(self, episode: Episode, index: int) -> list[str]:
         """Mask ``index``'s queries: its sentence, then its nearest words."""
-        masked = episode.task.masked_passage
+        masked = episode.task.source
         sentence = mask_query(masked, index, self.config.query_max_words)
         near = context_query(masked, index, self.config.context_words)
         return [q for q in (sentence, near) if q]
 
-    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | Failure]:
-        plans: list[PlanOutput | Failure] = []
+    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | PolicyError]:
+        plans: list[PlanOutput | PolicyError] = []
         for episode in episodes:
-            if episode.task.kind != "ramp" or episode.task.num_masks < 1:
-                plans.append(Failure("teacher_error", "the built-in teacher solves RAMP tasks only"))
+            if episode.task.kind != "ramp":
+                plans.append(UNSUPPORTED_QA)
                 continue
             episode.scratch.update(focus=0, searched={0}, reported=set())
             think = self.templates.builtin_plan.format(num_masks=episode.task.num_masks, index=1)
             plans.append(PlanOutput(think=" ".join(think.split()), query=self._queries(episode, 0)[0]))
         return plans
 
-    def rewrite(self, episodes: Sequence[Episode], num_queries: int) -> list[list[str] | Failure]:
-        rewrites: list[list[str] | Failure] = []
+    def rewrite(
+        self, episodes: Sequence[Episode], queries: Sequence[str], num_queries: int
+    ) -> list[list[str] | PolicyError]:
+        rewrites: list[list[str] | PolicyError] = []
         for episode in episodes:
             rewrites.append(self._queries(episode, episode.scratch["focus"])[:num_queries])
         return rewrites
 
     def _readings(self, episode: Episode) -> list[Reading | None]:
         """Per mask: the best-supported fill over every hit so far, or None without candidates."""
-        hits = [hit for step in episode.steps for hit in step.hits]
-        masked = episode.task.masked_passage
+        hits = episode.hits()
+        masked = episode.task.source
         return [
             read_mask(hits, left, right, masked, self.config)
             for left, right in mask_windows(masked, self.config.window)
         ]
 
-    def observe(self, episodes: Sequence[Episode], turns_left: int) -> list[Observation | Failure]:
-        return [self._observe(episode, turns_left) for episode in episodes]
+    def observe(self, episodes: Sequence[Episode]) -> list[Observation | PolicyError]:
+        return [self._observe(episode) for episode in episodes]
 
-    def _observe(self, episode: Episode, turns_left: int) -> Observation:
+    def _observe(self, episode: Episode) -> Observation:
         """Quote the evidence of every searched mask, search the next unsearched one, else answer.
 
         Every mask gets its own search (a reading from another mask's hits is not trusted), as long
@@ -178,7 +184,7 @@ class BuiltinTeacher:
         t, scratch = self.templates, episode.scratch
         readings = self._readings(episode)
         searched: set[int] = scratch["searched"]
-        unsearched = [i for i in range(len(readings)) if i not in searched] if turns_left > 1 else []
+        unsearched = [i for i in range(len(readings)) if i not in searched] if episode.turns_left > 1 else []
         thoughts = []
         for index, reading in enumerate(readings):
             if reading is not None and index not in scratch["reported"] and index not in unsearched:

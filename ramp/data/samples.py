@@ -4,8 +4,9 @@ One sample per passage: ``masks`` lists the masked spans in passage order, with 
 into the *original* passage; ``masked_passage`` has each span replaced by ``MASK_TOKEN``.
 ``answers[i]`` is the gold fill of the i-th mask. ``exclude_doc_ids`` are the corpus documents the
 search tool must never return for this sample (at least its own passage), so the task cannot be solved
-by finding the original. ``answerable``/``answer_rank`` are filled by the answerability stage
-(null until then).
+by finding the original. ``answerable``/``answer_rank``/``answer_doc_id`` are filled by the
+answerability stage (null until then). ``spans`` lists every *eligible* span of the passage (the masks
+are drawn from them), so the answerability stage can check them all before choosing k.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MASK_STRUCT = pa.struct(
         pa.field("char_end", pa.int32(), nullable=False),
         pa.field("answerable", pa.bool_()),
         pa.field("answer_rank", pa.int32()),  # 1-based rank of the first hit containing the span
+        pa.field("answer_doc_id", pa.string()),  # the document of that hit
     ]
 )
 
@@ -43,6 +45,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("exclude_doc_ids", pa.list_(pa.string()), nullable=False),
         pa.field("prompt", pa.string(), nullable=False),
         pa.field("answers", pa.list_(pa.string()), nullable=False),
+        pa.field("spans", pa.list_(MASK_STRUCT)),  # every eligible span (masks are drawn from them)
     ]
 )
 
@@ -56,6 +59,7 @@ class Mask:
     char_end: int
     answerable: bool | None = None
     answer_rank: int | None = None
+    answer_doc_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Sample:
     exclude_doc_ids: tuple[str, ...]
     prompt: str
     answers: tuple[str, ...] = field(default=())
+    spans: tuple[Mask, ...] = field(default=())
 
     @property
     def num_masks(self) -> int:
@@ -80,6 +85,7 @@ class Sample:
         row["masks"] = [asdict(m) for m in self.masks]
         row["exclude_doc_ids"] = list(self.exclude_doc_ids)
         row["answers"] = list(self.answers)
+        row["spans"] = [asdict(m) for m in self.spans]
         row["num_masks"] = self.num_masks
         return row
 
@@ -96,6 +102,7 @@ class Sample:
             exclude_doc_ids=tuple(row["exclude_doc_ids"]),
             prompt=row["prompt"],
             answers=tuple(row["answers"]),
+            spans=tuple(Mask(**m) for m in row.get("spans") or ()),
         )
 
 

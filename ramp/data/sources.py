@@ -99,11 +99,34 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield buffer
 
 
-def read_jsonl(raw: BinaryIO, path: str, parse: Callable[[bytes, str], Record]) -> Iterator[Record]:
-    """One record per non-blank line, parsed by ``parse(line, "<path>:<line number>")``."""
-    lineno = 0
+def byte_range(raw: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of a seekable stream (``end`` None: to its end), in chunks."""
+    raw.seek(start)
+    remaining = None if end is None else end - start
+    while remaining is None or remaining > 0:
+        chunk = raw.read(CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining))
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def read_jsonl(
+    raw: BinaryIO,
+    path: str,
+    parse: Callable[[bytes, str], Record],
+    start: int | None = None,
+    end: int | None = None,
+    first_line: int = 1,
+) -> Iterator[Record]:
+    """One record per non-blank line, parsed by ``parse(line, "<path>:<line number>")``. With ``start``,
+    only the lines of the byte range ``[start, end)`` of an uncompressed file (cut at line starts), whose
+    first line is line ``first_line`` of the file."""
+    lineno = first_line - 1
+    chunks = decompressed_chunks(raw, path) if start is None else byte_range(raw, start, end)
     try:
-        for lineno, line in enumerate(iter_lines(decompressed_chunks(raw, path)), start=1):
+        for lineno, line in enumerate(iter_lines(chunks), start=first_line):
             if line.strip():
                 yield parse(line, f"{path}:{lineno}")
     except (TruncatedInput, OSError, EOFError, zlib.error) as err:

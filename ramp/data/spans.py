@@ -1,13 +1,28 @@
-"""Salient spans: spaCy NER entities mapped to mask types (entity, date, number), plus the cheap
-pre-filter that keeps passages which can never become samples away from NER."""
+"""Salient spans: spaCy NER entities mapped to mask types (entity, date, number), cleaned to the facts
+MaskSearch masks, plus the cheap pre-filter that keeps passages which can never become samples away
+from NER.
+
+:func:`salient_span` cleans one detected span (any extractor: spaCy or an LLM):
+
+- leading determiners (``the City of Abbotsford`` -> ``City of Abbotsford``), a trailing possessive
+  ``'s`` and edge punctuation are trimmed;
+- a ``number`` needs a digit (``first``, ``two`` are not facts) unless ``spans.number_words``; a ``date``
+  needs a year or day number (``today``, ``annually`` are not; a month alone, ``late February``, only
+  with ``spans.month_dates``) unless ``spans.vague_dates``;
+- a span glued to a neighbouring letter or digit, followed by ``'s`` + a capitalised word (cut out of
+  ``Hobkirk's Hill``), with unbalanced brackets or quotes, or crossing a line, a sentence end or a
+  spaced dash (``kelps)—the red algae``) is not a candidate.
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from ramp.data.config import SpanConfig
 from ramp.data.samples import MASK_TOKEN
 
 # Components NER does not need; excluded at load time (never loaded, never run).
@@ -48,13 +63,106 @@ def load_nlp(model_name: str, drop_idle_tok2vec: bool = True) -> Any:
     return nlp
 
 
-def candidate_spans(doc: Any, label_types: Mapping[str, str]) -> list[Span]:
-    """NER entities whose label maps to a mask type, in passage order."""
-    return [
-        Span(ent.start_char, ent.end_char, ent.text, ent.label_, label_types[ent.label_])
+_DETERMINERS = ("the ", "a ", "an ", "this ", "that ", "these ", "those ")
+_MONTHS = re.compile(
+    r"\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t|tember)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\b\.?",
+    re.IGNORECASE,
+)
+_EDGE_PUNCTUATION = " \t,;:.!?\"'“”‘’-–—"
+_POSSESSIVE_TAIL = re.compile(r"(?:['’]s|(?<=s)['’])$")
+_NAME_POSSESSIVE = re.compile(r"^['’]s\s+[A-Z]")
+_SPACED_DASH = re.compile(r"\s[-–—―]|[-–—―]\s|[—―]")
+_SENTENCE_INSIDE = re.compile(r"[.!?][\"'”’)\]]*\s+[\"'“‘(\[]?[A-Z]")
+_PAIRS = (("(", ")"), ("[", "]"), ("{", "}"), ("“", "”"))
+
+
+def salient_span(text: str, start: int, end: int, label: str, kind: str, allow: SpanConfig) -> Span | None:
+    """The cleaned span ``text[start:end]`` (see the module docstring), or None when it is not a fact."""
+    while True:  # trim edges until stable
+        before = (start, end)
+        while start < end and text[start] in _EDGE_PUNCTUATION and text[start] not in "\"“'‘":
+            start += 1
+        while start < end and text[end - 1] in _EDGE_PUNCTUATION and text[end - 1] not in "\"”'’":
+            end -= 1
+        lowered = text[start:end].lower()
+        for determiner in _DETERMINERS:
+            if lowered.startswith(determiner):
+                start += len(determiner)
+                break
+        tail = _POSSESSIVE_TAIL.search(text[start:end])
+        if tail and kind == "entity":
+            end -= len(tail.group())
+        if (start, end) == before:
+            break
+    span = text[start:end]
+    if not span or not any(ch.isalnum() for ch in span):
+        return None
+    if (start > 0 and text[start - 1].isalnum()) or (end < len(text) and text[end].isalnum()):
+        return None
+    if _NAME_POSSESSIVE.match(text[end : end + 4]):
+        return None
+    if "\n" in span or _SPACED_DASH.search(span) or _SENTENCE_INSIDE.search(span):
+        return None
+    if any(span.count(a) != span.count(b) for a, b in _PAIRS) or span.count('"') % 2:
+        return None
+    has_digit = any(ch.isdigit() for ch in span)
+    if kind == "number" and not has_digit and not allow.number_words:
+        return None
+    month_only = allow.month_dates and _MONTHS.search(span) is not None
+    if kind == "date" and not has_digit and not allow.vague_dates and not month_only:
+        return None
+    return Span(start, end, span, label, kind)
+
+
+def candidate_spans(doc: Any, config: SpanConfig) -> list[Span]:
+    """Cleaned NER entities whose label maps to a mask type, in passage order."""
+    types, text = config.label_types, doc.text  # Doc.text is rebuilt from the tokens on every access
+    found = (
+        salient_span(text, ent.start_char, ent.end_char, ent.label_, types[ent.label_], config)
         for ent in doc.ents
-        if ent.label_ in label_types
-    ]
+        if ent.label_ in types
+    )
+    return [span for span in found if span is not None]
+
+
+class SpacyExtractor:
+    """Batched spaCy NER -> cleaned candidate spans per passage."""
+
+    def __init__(self, config: SpanConfig) -> None:
+        self.config = config
+        self.nlp = load_nlp(config.spacy_model)
+
+    def __call__(self, texts: Sequence[str]) -> list[list[Span] | str]:
+        docs = self.nlp.pipe(list(texts), batch_size=max(1, len(texts)))
+        return [candidate_spans(doc, self.config) for doc in docs]
+
+    def drain_counts(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        self.nlp = None
+
+
+class SpanExtractor(Protocol):
+    """Passages -> their cleaned candidate spans, or a reason (str) when a passage could not be read."""
+
+    def __call__(self, texts: Sequence[str]) -> list[list[Span] | str]: ...
+
+    def drain_counts(self) -> dict[str, int]:
+        """Counters since the last call (e.g. spans an LLM invented), for the job's metrics."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def span_extractor(config: SpanConfig) -> SpanExtractor:
+    """The extractor ``spans.extractor`` names: ``spacy`` (default) or ``llm``."""
+    if config.extractor == "llm":
+        from ramp.data.llm_spans import LlmSpanExtractor
+
+        return LlmSpanExtractor(config)
+    return SpacyExtractor(config)
 
 
 def prefilter(text: str, min_words: int, max_chars: int) -> tuple[str, str] | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from ramp.data.samples import MASK_TOKEN
+
 ABBREVIATIONS = frozenset(
     [
         "mr",
@@ -109,22 +111,39 @@ ABBREVIATIONS = frozenset(
 )
 _BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 _WORD_BEFORE = re.compile(r"(\S+)$")
+_MASK_STANDIN = MASK_TOKEN.upper()  # same length, so offsets are unchanged; starts like a capitalised word
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``, in order; joining them with single spaces loses only whitespace."""
-    sentences: list[str] = []
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` character offsets of the sentences of ``text`` (whitespace trimmed), in order.
+
+    The one sentence splitter of RAMP: passages, mask queries, answerability contexts and the audit all
+    use it. A ``[mask]`` token counts as a capitalised word, so a sentence may start with one.
+    """
+    text = text.replace(MASK_TOKEN, _MASK_STANDIN)
+    spans: list[tuple[int, int]] = []
+    offset = 0
     for line in text.split("\n"):
         start = 0
         for match in _BOUNDARY.finditer(line):
             if _is_abbreviation(line[start : match.start() + 1]):
                 continue
-            sentences.append(line[start : match.end()].strip())
+            spans.append(_trimmed(line, start, match.end(), offset))
             start = match.end()
-        tail = line[start:].strip()
-        if tail:
-            sentences.append(tail)
-    return [s for s in sentences if s]
+        spans.append(_trimmed(line, start, len(line), offset))
+        offset += len(line) + 1
+    return [(a, b) for a, b in spans if b > a]
+
+
+def _trimmed(line: str, start: int, end: int, offset: int) -> tuple[int, int]:
+    piece = line[start:end]
+    left = len(piece) - len(piece.lstrip())
+    return offset + start + left, offset + start + len(piece.rstrip())
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``, in order; joining them with single spaces loses only whitespace."""
+    return [text[a:b] for a, b in sentence_spans(text)]
 
 
 def _is_abbreviation(sentence_so_far: str) -> bool:

@@ -23,7 +23,14 @@ from ramp.stats_table import balance_note, count_rows, table_row
 PRE_PASSAGE_STAGES = frozenset({"read", "split"})
 STATS_FILE = "stats.json"
 # Every file of an output directory (what compute_stats reads, and stats.json): a job clears them first.
-OUTPUT_FILES = ("samples-*.parquet", "passages-*.parquet", "rejected-*.jsonl", STATS_FILE)
+OUTPUT_FILES = (
+    "samples-*.parquet",
+    "passages-*.parquet",
+    "rejected-*.jsonl",
+    STATS_FILE,
+    "manifest.json",
+    "audit.json",
+)
 
 
 def _filesystem(directory: str) -> tuple[pafs.FileSystem, str]:

@@ -5,6 +5,12 @@ images, categories, interwiki/interlanguage links, headings (text and markup) an
 (References, External links, See also ...). Kept: text, link text (or the link target when it has none),
 the contents of formatting tags (bold, italic, ``<span>`` ...), decoded HTML entities. Paragraphs and list
 items stay on separate lines, so the sentence splitter sees them as boundaries.
+
+Inline value templates are rendered instead of dropped, so sentences keep their numbers and dates:
+``convert``/``cvt`` (the value and its unit, ranges too: ``5–10 km``; no conversion), ``as of``,
+``val``, ``frac``, ``circa``, ``floruit``, ``US$``, the date templates (``birth date and age``,
+``death date``, ``start date``, ``dts`` ...: "May 17, 1950", or "17 May 1950" with ``df=y``),
+``lang``/``lang-xx`` (the foreign text), wrappers (``nowrap``, ``small`` ...) and dashes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from mwparserfromhell.nodes import (
     HTMLEntity,
     Node,
     Tag,
+    Template,
     Text,
     Wikilink,
 )
@@ -142,7 +149,140 @@ def _render_node(node: Node) -> str:
         return _render(node.contents.nodes) if node.contents is not None else ""
     if isinstance(node, Comment):
         return ""
-    return ""  # Template, Argument and anything unknown: not prose
+    if isinstance(node, Template):
+        return _render_template(node)
+    return ""  # Argument and anything unknown: not prose
+
+
+MONTH_NAMES = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_WRAPPERS = frozenset(
+    {"nowrap", "nobr", "small", "smaller", "big", "larger", "nowrap begin", "sic", "noitalic"}
+)
+_DASHES = {"ndash": "–", "mdash": "—", "snd": " – ", "snds": " – ", "spaced ndash": " – ", "mdashb": " — "}
+_DATE_TEMPLATES = frozenset(
+    {
+        "birth date",
+        "birth date and age",
+        "death date",
+        "death date and age",
+        "start date",
+        "start date and age",
+        "end date",
+        "film date",
+        "dts",
+        "date",
+        "birth-date",
+        "death-date",
+        "bda",
+        "dda",
+    }
+)
+_UNITS = {
+    "c": "°C",
+    "f": "°F",
+    "km2": "km²",
+    "mi2": "sq mi",
+    "sqmi": "sq mi",
+    "m2": "m²",
+    "m3": "m³",
+    "ft2": "sq ft",
+    "sqft": "sq ft",
+    "e6acre": "million acres",
+    "e6ha": "million ha",
+    "tcuft": "trillion cubic feet",
+    "e3km2": "thousand km²",
+    "kph": "km/h",
+    "mph": "mph",
+}
+_RANGE_WORDS = frozenset({"-", "–", "to", "and", "or", "x", "by", "+/-", "±", "to(-)", "and(-)", "&"})
+_NUMBER = re.compile(r"^[-−+]?[\d,]*\.?\d+(?:e[-+]?\d+)?$", re.IGNORECASE)
+
+
+def _render_template(template: Template) -> str:
+    """The prose a value template stands for (see the module docstring); "" for any other template."""
+    name = " ".join(str(template.name).strip().lower().replace("_", " ").split())
+    args = [_render(p.value.nodes).strip() for p in template.params if not p.showkey]
+    named = {
+        str(p.name).strip().lower(): _render(p.value.nodes).strip() for p in template.params if p.showkey
+    }
+    if name in _WRAPPERS:
+        return args[0] if args else ""
+    if name in _DASHES:
+        return _DASHES[name]
+    if name in ("convert", "cvt"):
+        return _render_convert(args)
+    if name == "as of" and args:
+        date = _format_date(args[:3], named)
+        return f"{'as' if named.get('lc') in ('y', 'yes') else 'As'} of {date}" if date else ""
+    if name == "val" and args:
+        unit = named.get("u") or named.get("ul") or ""
+        value = f"{args[0]}×10^{named['e']}" if named.get("e") else args[0]
+        return f"{value} {unit}".strip()
+    if name in ("frac", "sfrac") and args:
+        return "/".join(args[-2:]) if len(args) < 3 else f"{args[0]} {args[1]}/{args[2]}"
+    if name in ("circa", "c.") and args:
+        return f"c. {args[0]}"
+    if name in ("floruit", "fl.") and args:
+        return f"fl. {args[0]}"
+    if name in ("us$", "usd") and args:
+        return f"US${args[0]}"
+    if name == "lang" and len(args) >= 2:
+        return args[1]
+    if name.startswith("lang-") and args:
+        return args[0]
+    if name in _DATE_TEMPLATES and args:
+        return _format_date(args[:3], named)
+    return ""
+
+
+def _render_convert(args: list[str]) -> str:
+    """``{{convert|5|km|mi}}`` -> "5 km"; ``{{convert|5|-|10|km}}`` -> "5–10 km"."""
+    if not args or not _NUMBER.match(args[0].replace(" ", "")):
+        return ""
+    value, rest = args[0], args[1:]
+    while len(rest) >= 2 and rest[0].lower() in _RANGE_WORDS and _NUMBER.match(rest[1]):
+        joiner = "–" if rest[0] in ("-", "–") else f" {rest[0].replace('(-)', '')} "
+        value, rest = f"{value}{joiner}{rest[1]}", rest[2:]
+    unit = _UNITS.get(rest[0].lower(), rest[0]) if rest else ""
+    return f"{value} {unit}".strip()
+
+
+def _format_date(parts: list[str], named: dict[str, str]) -> str:
+    """``[year, month, day]`` -> "May 17, 1950" ("17 May 1950" with ``df=y``); a lone year stays; a
+    date given as text ("1 May 2010") is kept as written."""
+    if not parts or not parts[0].isdigit():
+        return parts[0] if parts else ""
+    year, month, day = parts[0], "", ""
+    if len(parts) > 1:
+        month = _month_name(parts[1])
+    if month and len(parts) > 2 and parts[2].isdigit() and 1 <= int(parts[2]) <= 31:
+        day = str(int(parts[2]))
+    if not month:
+        return year
+    if not day:
+        return f"{month} {year}"
+    return (
+        f"{day} {month} {year}" if named.get("df", "").lower() in ("y", "yes") else f"{month} {day}, {year}"
+    )
+
+
+def _month_name(text: str) -> str:
+    if text.isdigit():
+        return MONTH_NAMES[int(text) - 1] if 1 <= int(text) <= 12 else ""
+    return next((m for m in MONTH_NAMES if m.lower().startswith(text.lower()[:3]) and len(text) >= 3), "")
 
 
 def _render_link(link: Wikilink) -> str:

@@ -6,12 +6,15 @@ by config alone; a dense retriever (e5 + FAISS) would be a third ``kind`` behind
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ramp.config import StrictModel
+from ramp.config import ConfigError, StrictModel
+from ramp.errors import UserError
 from ramp.retrieval.base import Retriever
+from ramp.retrieval.env import SearchConfig
 from ramp.retrieval.query import DEFAULT_MAX_TERMS, LUCENE_MAX_CLAUSES
 
 
@@ -51,8 +54,16 @@ class ServerConfig(StrictModel):
 
 
 class AnswerabilityConfig(StrictModel):
-    k: int = Field(default=5, ge=1)
-    keep: Literal["all_answerable", "any_answerable", "record_only"] = "all_answerable"
+    """``ramp data answerability`` (see ``ramp.data.answerability``): ``keep: redraw`` checks every eligible
+    span, then draws the masks among the answerable ones; the other policies check the drawn masks.
+
+    It searches through :class:`~ramp.retrieval.env.SearchEnv` with its own ``search`` section: a span is
+    answerable if one of ``search.top_k`` hits (5, not the agent's 3; full texts) holds it."""
+
+    search: SearchConfig = SearchConfig(top_k=5, max_chars_per_doc=None)
+    keep: Literal["redraw", "all_answerable", "any_answerable", "record_only"] = "redraw"
+    # Content words the hit sentence holding the span must share with the mask's sentence (agreeing context).
+    min_context_words: int = Field(default=2, ge=0)
     batch_size: int = Field(default=64, ge=1)
 
 
@@ -83,3 +94,41 @@ def build_retriever(config: RetrieverConfig) -> Retriever:
     return HttpRetriever(
         config.url, timeout_s=config.timeout_s, retries=config.retries, backoff_s=config.backoff_s
     )
+
+
+def retriever_location(index: str | Path | None, url: str | None) -> dict[str, Any]:
+    """The retriever fields that a command's ``--index`` or ``--retriever-url`` sets (empty: neither).
+
+    Set them before validation (``load_config(..., values=...)``): ``kind: http`` is only valid with its
+    ``url``, so a kind switched by an override and a url added afterwards would never validate."""
+    if index is not None and url is not None:
+        raise ConfigError("give exactly one of --index and --retriever-url, not both")
+    if index is not None:
+        return {"kind": "lucene", "index": str(index)}
+    if url is not None:
+        return {"kind": "http", "url": url}
+    return {}
+
+
+def check_retriever(config: RetrieverConfig, health_timeout_s: float = 5.0) -> None:
+    """``UserError`` unless the retriever is there: a Lucene index directory, or a server that answers.
+
+    Run before a job starts, so a wrong path or URL is one clear line, not a worker's traceback."""
+    if config.kind == "lucene":
+        index = Path(config.index or "")
+        if not any(index.glob("segments_*")):
+            problem = "does not exist" if not index.exists() else "holds no Lucene index"
+            raise UserError(
+                f"index {index} {problem}: build it with `ramp index build --corpus CORPUS --index {index}`"
+                " or give the right --index"
+            )
+        return
+    import httpx
+
+    try:  # any HTTP answer means a server is listening (a plain Search-R1 server has no /health)
+        httpx.get(f"{(config.url or '').rstrip('/')}/health", timeout=health_timeout_s)
+    except (httpx.HTTPError, httpx.InvalidURL) as err:
+        raise UserError(
+            f"retriever at {config.url} is not reachable ({type(err).__name__}): start one with "
+            "`ramp serve-retriever --index IDX --port PORT` or give the right --retriever-url"
+        ) from None

@@ -4,12 +4,14 @@ The corpus is rewritten as an Anserini ``JsonCollection`` (``{"id", "contents": 
 split into ``shards`` files, so Anserini's indexing threads work in parallel, then indexed with
 ``IndexCollection`` (Porter-stemmed English analyzer, ``-storeRaw`` so hits carry their text).
 The build is verified (indexed documents == corpus documents == distinct ids) and described in
-``DIR/ramp-manifest.json``.
+``DIR/ramp-manifest.json``, which records the corpus fingerprint (:class:`CorpusFingerprint`, order-free)
+and id scheme, so a stage can tell whether its samples were cut from this corpus.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import shutil
 import tempfile
@@ -23,13 +25,14 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ramp.errors import UserError
 from ramp.retrieval.jvm import anserini_jar, autoclass, java_log_level
 
 MANIFEST_NAME = "ramp-manifest.json"
 PASSAGE_COLUMNS = ["passage_id", "title", "text"]
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus file that cannot be indexed; the message names the file (and line)."""
 
 
@@ -111,6 +114,46 @@ def _checked(doc_id: str, contents: str, where: str) -> tuple[str, str]:
     return doc_id, contents
 
 
+ID_SCHEMES = {
+    ".parquet": "passage_id (<article id>#<n>, ramp data build)",
+    ".jsonl": "jsonl id (wiki-18 DPR)",
+}
+
+
+class CorpusFingerprint:
+    """An order-free fingerprint of ``(id, contents)`` documents: the count and the sum of their
+    64-bit blake2b hashes, so shards and workers may add documents in any order."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+        self._sum = 0
+
+    def add(self, doc_id: str, contents: str) -> None:
+        digest = hashlib.blake2b(f"{doc_id}\x1f{contents}".encode(), digest_size=8).digest()
+        self._sum = (self._sum + int.from_bytes(digest, "little")) % 2**64
+        self.documents += 1
+
+    @property
+    def value(self) -> str:
+        return f"{self.documents}:{self._sum:016x}"
+
+
+def corpus_fingerprint(files: Sequence[Path]) -> str:
+    """The :class:`CorpusFingerprint` of corpus files (passages Parquet or wiki-18 JSONL)."""
+    fingerprint = CorpusFingerprint()
+    for doc_id, contents in iter_documents(files):
+        fingerprint.add(doc_id, contents)
+    return fingerprint.value
+
+
+def _fingerprinted(
+    documents: Iterator[tuple[str, str]], fingerprint: CorpusFingerprint
+) -> Iterator[tuple[str, str]]:
+    for doc_id, contents in documents:
+        fingerprint.add(doc_id, contents)
+        yield doc_id, contents
+
+
 def write_collection(documents: Iterator[tuple[str, str]], out_dir: Path, shards: int, progress: bool) -> int:
     """Write ``documents`` round-robin into ``shards`` JsonCollection files; returns the count."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,8 +198,11 @@ def build_index(
     started = time.monotonic()
 
     collection = Path(tempfile.mkdtemp(prefix=".ramp-collection-", dir=index_path.parent))
+    fingerprint = CorpusFingerprint()
     try:
-        count = write_collection(iter_documents(files), collection, shards, progress)
+        count = write_collection(
+            _fingerprinted(iter_documents(files), fingerprint), collection, shards, progress
+        )
         if count == 0:
             raise CorpusError(f"no documents in {[str(f) for f in files]}")
         args = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator"]
@@ -179,6 +225,8 @@ def build_index(
     manifest = {
         "corpus": [str(f.resolve()) for f in files],
         "documents": count,
+        "corpus_fingerprint": fingerprint.value,
+        "id_scheme": sorted({ID_SCHEMES[f.suffix] for f in files}),
         "build": {
             "collection": "JsonCollection",
             "generator": "DefaultLuceneDocumentGenerator",

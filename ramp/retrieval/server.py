@@ -4,7 +4,7 @@
 ``exclude_doc_ids`` (one list per query) and answers like Search-R1's ``retrieval_server.py``:
 ``{"result": [[{"document": doc, "score": s}, ...], ...]}`` with scores, and ``{"result": [[doc, ...], ...]}``
 without. ``doc`` is ``{"id", "title", "text", "contents"}`` with ``contents`` in the wiki-18 form
-``"Title"\\ntext`` that Search-R1 agents format. ``GET /health`` reports the index.
+``"Title"\\ntext`` that Search-R1 agents format. ``GET /health`` reports the index and ``max_topk``.
 
 Requests over the configured limits get a 4xx with the reason. Searches run in a worker thread (the
 event loop stays free), one at a time (the JVM bridge is serialised anyway), and requests that arrive
@@ -138,7 +138,7 @@ def create_app(retriever: Retriever, config: ServerConfig, info: dict[str, Any] 
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", **(info or {})}
+        return {"status": "ok", "max_topk": config.max_topk, **(info or {})}
 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> dict[str, Any]:

@@ -1,4 +1,12 @@
-"""The generation-backend interface shared by the hf, vllm and openai backends."""
+"""The generation-backend interface shared by the hf, vllm and openai backends.
+
+Log-probabilities mean one thing in every backend: the log-probability of the sampled token under the
+distribution it was sampled from, i.e. after the logits processors, temperature and top-p (hf: computed
+from the final sampling scores; vLLM: ``logprobs_mode="processed_logprobs"``; an OpenAI-compatible
+``vllm serve`` needs ``--logprobs-mode processed_logprobs``). Greedy decoding (temperature 0) records the
+processed distribution at temperature 1. Token-level backends declare ``eos_ids`` and ``max_length``
+(the model's maximum context, or None) and take new weights with ``update_weights``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-FinishReason = Literal["stop", "length", "eos"]
+GenerationStop = Literal["stop", "length", "eos"]  # why one generation call ended
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +28,7 @@ class GenerationRequest:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
+    logprobs: bool = False  # return the sampled tokens' log-probs (a backend that cannot raises)
 
     def __post_init__(self) -> None:
         if (self.prompt_ids is None) == (self.messages is None):
@@ -34,14 +43,14 @@ class GenerationResult:
 
     ``token_ids`` are the generated ids (for token-level backends; empty where the backend only sees
     text); a stop string may end inside the last id, so ``decode(token_ids)`` can run a few characters
-    past ``text``. ``logprobs[i]`` is the sampling log-probability of ``token_ids[i]`` (None if not
-    available). The EOS id, when generated, is the last of ``token_ids`` and not part of ``text``.
+    past ``text``. ``logprobs[i]`` is the log-probability of ``token_ids[i]`` (see the module docstring;
+    None when not requested). The EOS id, when generated, is the last of ``token_ids``, not in ``text``.
     """
 
     text: str
     token_ids: list[int]
     logprobs: list[float] | None
-    finish_reason: FinishReason
+    finish_reason: GenerationStop
     stop_string: str | None = None
 
 

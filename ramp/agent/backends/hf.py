@@ -14,12 +14,13 @@ batches. The store holds only the last call's batches (an unrelated call drops i
 larger than ``prefix_cache_bytes``. Cache layers append into storage of doubling capacity rather than
 concatenating per step (plain full-attention models only; others run without reuse).
 
-Per step: log-probs are the policy's, ``log_softmax(logits / temperature)`` (temperature 1 when greedy)
-of the chosen token from the raw logits; then the ``processors_for_batch`` logits processors (they see
-the left-padded sequences so far, as in ``generate``), then temperature and top-p, then argmax or a
-seeded multinomial draw (the generator is seeded from the batch's request seeds: a rerun of the same
-batch is identical; per-request independence needs vLLM). A row's stop strings are checked only when
-its new token can end one (a per-vocabulary table of tokens containing a stop string's last character).
+Per step: the ``processors_for_batch`` logits processors (they see the left-padded sequences so far, as
+in ``generate``), then temperature and top-p; the recorded log-prob is the chosen token's under that final
+distribution (the one it was sampled from; temperature 1 when greedy), then argmax or a multinomial draw
+from the row's own generator, seeded by its request's seed: a row samples the same tokens alone or in
+any batch. A row's stop strings are checked only when its new token can end one (a per-vocabulary table
+of tokens containing a stop string's last character). ``update_weights`` copies new weights into the model
+in place and drops the prefix cache.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LogitsProcessor
 from transformers.cache_utils import DynamicLayer
 
-from ramp.agent.backends.base import FinishReason, GenerationRequest, GenerationResult, truncate_at_stop
+from ramp.agent.backends.base import GenerationRequest, GenerationResult, GenerationStop, truncate_at_stop
 from ramp.agent.config import HFBackendConfig
-from ramp.seeding import stable_seed
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _NO_SOURCE = -1
@@ -113,6 +113,7 @@ class HFBackend:
             {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.max_length: int | None = getattr(model.config, "max_position_embeddings", None)
         self.stats = HFBackendStats()
         self._store: list[_CachedBatch] = []
         self._stop_enders: dict[frozenset[str], torch.Tensor] = {}
@@ -139,6 +140,16 @@ class HFBackend:
         """Drop the prefix cache (the next call prefills everything)."""
         self._store = []
 
+    @torch.no_grad()
+    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Copy new weights (all or some of the model's ``state_dict`` keys) into the model in place, then
+        drop the prefix cache, whose keys/values came from the old weights. Unknown keys raise."""
+        unknown = sorted(set(state_dict) - set(self.model.state_dict()))
+        if unknown:
+            raise KeyError(f"update_weights: not parameters of the model: {unknown[:5]}")
+        self.model.load_state_dict(state_dict, strict=False)
+        self.clear_cache()
+
     def generate(
         self,
         requests: Sequence[GenerationRequest],
@@ -147,7 +158,7 @@ class HFBackend:
         """Generate for every request, in batches.
 
         ``processors_for_batch(batch_requests)`` gives extra logits processors for one batch (rows in
-        the order given); they see the raw logits after the log-probs are recorded.
+        the order given); they act before temperature and top-p, and the log-probs include them.
         """
         for r in requests:
             if r.prompt_ids is None:
@@ -254,11 +265,12 @@ class HFBackend:
             sequences[row, width - len(prompt) : width] = torch.tensor(prompt, dtype=torch.long)
 
         first = requests[0]
-        temperature = first.temperature if first.temperature > 0 else 1.0
-        generator = None
-        if first.temperature > 0:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(stable_seed("hf-batch", *(r.seed for r in requests)) % 2**63)
+        sampling = first.temperature > 0
+        generators = []
+        if sampling:
+            for request in requests:
+                generators.append(torch.Generator(device=device))
+                generators[-1].manual_seed(request.seed)
         stops = frozenset(s for r in requests for s in r.stop)
         window = max((len(s) for s in stops), default=0) + 4
         rows = [_Row(r) for r in requests]
@@ -267,15 +279,19 @@ class HFBackend:
         logits = self._forward(chunk.to(device), mask[:, :columns], positions, cache)
         for step in range(budget):
             scores = logits.float()
-            logprobs = torch.log_softmax(scores / temperature, dim=-1)
             current = sequences[:, : width + step]
             for processor in extra:
                 scores = processor(current, scores)
-            if first.temperature > 0:
+            if sampling:
                 scores = scores / first.temperature
                 if first.top_p < 1.0:
                     scores = _top_p_filter(scores, first.top_p)
-                chosen = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+            logprobs = torch.log_softmax(scores, dim=-1)
+            if sampling:
+                probs = logprobs.exp()
+                chosen = torch.cat(
+                    [torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(generators)]
+                )
             else:
                 chosen = scores.argmax(dim=-1)
             finished = torch.tensor([r.done for r in rows], device=device)
@@ -334,7 +350,7 @@ class HFBackend:
         return any(s in tail for s in row.request.stop)
 
     def _result(self, ids: list[int], logprobs: list[float], request: GenerationRequest) -> GenerationResult:
-        finish: FinishReason = "length"
+        finish: GenerationStop = "length"
         end = min(len(ids), request.max_new_tokens)
         eos_at = next((i for i, t in enumerate(ids[:end]) if t in self.eos_ids), None)
         if eos_at is not None:

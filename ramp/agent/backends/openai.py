@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from ramp.agent.backends.base import FinishReason, GenerationRequest, GenerationResult
+from ramp.agent.backends.base import GenerationRequest, GenerationResult, GenerationStop
 from ramp.agent.config import OpenAIBackendConfig
 
 _RETRY_STATUS = frozenset({408, 409, 429})
@@ -37,7 +37,12 @@ def _infer_stop(text: str, stops: Sequence[str]) -> str | None:
 
 
 class OpenAIBackend:
-    """Text-level backend: ``GenerationResult.token_ids`` is empty; log-probs only if requested."""
+    """Text-level backend: ``GenerationResult.token_ids`` is empty; log-probs only if requested (they
+    count the server's tokens, so a rollout needing them must use a local tokenizer identical to the
+    server's; the loop checks the counts agree)."""
+
+    eos_ids: frozenset[int] = frozenset()  # the server strips EOS: its ends read as finish_reason eos
+    max_length: int | None = None
 
     def __init__(self, config: OpenAIBackendConfig) -> None:
         self.config = config
@@ -80,12 +85,12 @@ class OpenAIBackend:
         if request.messages is not None:
             path = "/chat/completions"
             body["messages"] = request.messages
-            if self.config.request_logprobs:
+            if request.logprobs:
                 body["logprobs"] = True
         else:
             path = "/completions"
             body["prompt"] = request.prompt_ids
-            if self.config.request_logprobs:
+            if request.logprobs:
                 body["logprobs"] = 0
         body.update(self.config.extra_body)
         return path, body
@@ -123,7 +128,9 @@ class OpenAIBackend:
             text = choice.get("text") or ""
             token_logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
             logprobs = [float(x) for x in token_logprobs] if token_logprobs else None
-        finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "eos"
+        if request.logprobs and logprobs is None:
+            raise BackendError(f"{path} returned no log-probs although they were requested")
+        finish: GenerationStop = "length" if choice.get("finish_reason") == "length" else "eos"
         stop_string: str | None = None
         if choice.get("finish_reason") == "stop" and request.stop:
             if "stop_reason" in choice:  # vLLM: the matched string, or a token id / None for EOS

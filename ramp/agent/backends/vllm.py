@@ -1,8 +1,11 @@
 """In-process vLLM engine (``pip install 'ramp[vllm]'``), imported only when this backend is built.
 
 Token prompts go to ``LLM.generate`` as ``TokensPrompt``s with one ``SamplingParams`` per request
-(``stop``, ``seed``, ``logprobs=0`` for the sampled token's log-prob, ``include_stop_str_in_output`` so
-the text ends with the stop string). Chat requests are rendered with the engine tokenizer's chat template.
+(``stop``, ``seed``: each request samples from its own seeded generator, so a rollout does not depend on
+its batch; ``logprobs=0`` for the sampled token's log-prob when requested; ``include_stop_str_in_output``
+so the text ends with the stop string). The engine runs with ``logprobs_mode="processed_logprobs"``:
+log-probs of the distribution a token was sampled from (after temperature and top-p), as the hf
+backend records them. Chat requests are rendered with the engine tokenizer's chat template.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ramp.agent.backends.base import FinishReason, GenerationRequest, GenerationResult
+from ramp.agent.backends.base import GenerationRequest, GenerationResult, GenerationStop
 from ramp.agent.config import VLLMBackendConfig
 from ramp.agent.protocol import encode_prompt
 
@@ -38,8 +41,22 @@ class VLLMBackend:
             max_model_len=config.max_model_len,
             dtype=config.dtype,
             enable_prefix_caching=config.enable_prefix_caching,
+            logprobs_mode="processed_logprobs",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_length: int | None = int(self.llm.llm_engine.model_config.max_model_len)
+        eos = self.llm.llm_engine.model_config.hf_config.eos_token_id
+        declared = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.eos_ids = frozenset(int(i) for i in declared) | (
+            {int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id is not None else set()
+        )
+
+    def update_weights(self, state_dict: dict[str, Any]) -> None:
+        """Load new weights (HF parameter names, e.g. a trainer's ``state_dict()``) into every worker's
+        model, then drop the prefix cache, whose keys/values came from the old weights."""
+        weights = [(name, tensor.detach()) for name, tensor in state_dict.items()]
+        self.llm.apply_model(lambda model: model.load_weights(weights=weights))
+        self.llm.reset_prefix_cache()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         from vllm.inputs import TokensPrompt
@@ -60,7 +77,7 @@ class VLLMBackend:
                 seed=r.seed,
                 stop=list(r.stop) or None,
                 include_stop_str_in_output=True,
-                logprobs=0,
+                logprobs=0 if r.logprobs else None,
             )
             for r in requests
         ]
@@ -69,13 +86,15 @@ class VLLMBackend:
 
     def _result(self, completion: Any, request: GenerationRequest) -> GenerationResult:
         ids = list(completion.token_ids)
-        logprobs = (
-            [float(step[token].logprob) for step, token in zip(completion.logprobs, ids, strict=True)]
-            if completion.logprobs
-            else None
-        )
+        logprobs = None
+        if request.logprobs:
+            if not completion.logprobs:
+                raise RuntimeError("vLLM returned no log-probs although they were requested")
+            logprobs = [
+                float(step[token].logprob) for step, token in zip(completion.logprobs, ids, strict=True)
+            ]
         reason = completion.stop_reason
-        finish: FinishReason
+        finish: GenerationStop
         if completion.finish_reason == "length":
             finish, stop_string = "length", None
         elif isinstance(reason, str) and reason in request.stop:

@@ -1,0 +1,381 @@
+"""``ramp eval run``: a policy over every question of every dataset, tracked in MLflow.
+
+Layout of ``output_dir``::
+
+    eval-config.json         the settings that determine the rows (a resume must match them)
+    mlflow-run.json          the MLflow run this evaluation logs to (a resume continues it)
+    parts/<dataset>-<n>.parquet   one part per ``chunk_size`` questions, written atomically
+    predictions.parquet      every row (:data:`ramp.qa.scoring.ROW_SCHEMA`), datasets in config order
+    summary.json, plots/*.png
+
+Resumable: chunk boundaries are fixed by question position and a part file appears only once its
+chunk is complete, so a restart skips finished parts and recomputes only the rest; the final rows are
+those of an uninterrupted run (the policy is deterministic per chunk), without duplicates. The MLflow
+run gets params when it starts and, at the end, metrics, the predictions table, the Parquet file and
+plots (per-dataset bars, token recall vs number of searches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ramp.errors import UserError
+from ramp.qa.config import EvalConfig
+from ramp.qa.loaders import QARecord, load_qa
+from ramp.qa.scoring import (
+    JUDGE,
+    MACRO,
+    METRIC_NAMES,
+    ROW_SCHEMA,
+    PolicyAnswer,
+    result_row,
+    searches_curve,
+    summarize,
+)
+from ramp.retrieval.base import Retriever
+from ramp.tracking import mlflow_run
+
+CONFIG_NAME = "eval-config.json"
+RUN_NAME = "mlflow-run.json"
+PREDICTIONS_NAME = "predictions.parquet"
+TABLE_NAME = "predictions.json"  # the MLflow table artifact
+_ROW_FIELDS = ("policy", "agent", "retriever", "datasets", "chunk_size", "builtin", "judge")
+
+
+Chunk = tuple[str, int, list[QARecord], int]  # dataset, chunk number, its records, first position
+
+
+class EvalError(UserError):
+    """An evaluation that cannot run or resume as asked; the message says why."""
+
+
+class Policy(Protocol):
+    def answer(self, records: Sequence[QARecord]) -> list[PolicyAnswer]: ...
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    summary: dict[str, float]
+    predictions: Path
+    run_id: str
+    questions: int
+    computed: int  # questions answered by this invocation (the rest came from earlier parts)
+    answer_seconds: float  # time spent answering them (policy, scoring, part files)
+
+
+# ------------------------------------------------------------------------------------------ policies
+
+
+class AgentPolicy:
+    """The search agent: the rollout loop over QA tasks (one rollout per question, no log-probs)."""
+
+    def __init__(self, config: EvalConfig, retriever: Retriever, backend: Any | None = None) -> None:
+        from ramp.agent.backends import build_backend
+        from ramp.agent.rollout import RolloutLoop
+        from ramp.retrieval.env import SearchEnv
+
+        self.backend = backend if backend is not None else build_backend(config.agent.backend)
+        rollout = config.agent.rollout.model_copy(update={"logprobs": False})
+        self.loop = RolloutLoop(self.backend, SearchEnv(retriever, config.agent.search), rollout)
+
+    def answer(self, records: Sequence[QARecord]) -> list[PolicyAnswer]:
+        from ramp.agent.task import task_from_qa
+
+        rollouts = self.loop.run([task_from_qa(r.to_row()) for r in records])
+        return [
+            PolicyAnswer(
+                prediction=r.answer,
+                finish_reason=r.finish_reason or "",
+                turns=r.turns,
+                queries=list(r.queries),
+                retrieved_ids=[list(ids) for ids in r.documents],
+                model_tokens=r.num_sampled_tokens,
+            )
+            for r in rollouts
+        ]
+
+
+def top_k(config: EvalConfig) -> int:
+    """Documents per search (the agent's and the built-in policy's)."""
+    return config.agent.search.top_k
+
+
+def build_policy(config: EvalConfig, retriever: Retriever, backend: Any | None = None) -> Policy:
+    """The configured policy; ``backend`` replaces the configured generation backend (agent policy)."""
+    if config.policy == "builtin":
+        from ramp.qa.builtin import BuiltinQAPolicy
+
+        return BuiltinQAPolicy(retriever, top_k(config), config.builtin)
+    return AgentPolicy(config, retriever, backend)
+
+
+def model_name(config: EvalConfig) -> str:
+    """The policy's model as a short name (``builtin`` for the no-model policy)."""
+    if config.policy == "builtin":
+        return "builtin"
+    backend = config.agent.backend
+    model = getattr(backend, backend.kind).model
+    return Path(model.rstrip("/")).name or model
+
+
+def run_params(config: EvalConfig) -> dict[str, Any]:
+    """The MLflow params: the headline ones, then the whole config flattened under ``config.``."""
+    backend = config.agent.backend
+    retriever = config.retriever
+    return {
+        "policy": config.policy,
+        "model": model_name(config),
+        "checkpoint": "" if config.policy == "builtin" else getattr(backend, backend.kind).model,
+        "backend": "" if config.policy == "builtin" else backend.kind,
+        "retriever": f"{retriever.kind}:{retriever.index if retriever.kind == 'lucene' else retriever.url}",
+        "k": top_k(config),
+        "max_turns": 1 if config.policy == "builtin" else config.agent.rollout.max_turns,
+        "datasets": ",".join(d.name for d in config.datasets),
+        "config": config.model_dump(mode="json"),
+    }
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def _fingerprint(config: EvalConfig) -> dict[str, Any]:
+    dumped = config.model_dump(mode="json")
+    return {key: dumped[key] for key in _ROW_FIELDS}
+
+
+def _check_resume(out: Path, config: EvalConfig) -> None:
+    """Record the row-determining settings, or check that a resumed run has the same ones."""
+    path = out / CONFIG_NAME
+    current = _fingerprint(config)
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise EvalError(
+                f"{out} holds an evaluation with different settings ({', '.join(changed)}): "
+                "resume with the same config or choose another output_dir"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write rows as Parquet atomically (a killed writer leaves no partial file under ``path``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=ROW_SCHEMA), tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def part_path(out: Path, dataset: str, chunk: int) -> Path:
+    return out / "parts" / f"{dataset}-{chunk:05d}.parquet"
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def run_eval(config: EvalConfig, progress: bool = True, backend: Any | None = None) -> EvalResult:
+    """Evaluate (or resume evaluating) ``config``; returns the summary metrics and where rows are.
+
+    ``backend``: a generation backend to use instead of building ``config.agent.backend``."""
+    out = Path(config.output_dir)
+    _check_resume(out, config)
+    datasets = [(d.name, load_qa(d.loader_name, d.path, d.limit)) for d in config.datasets]
+    total = sum(len(records) for _, records in datasets)
+    chunks = [
+        (name, c, records[start : start + config.chunk_size], start)
+        for name, records in datasets
+        for c, start in enumerate(range(0, len(records), config.chunk_size))
+    ]
+    todo = [chunk for chunk in chunks if not part_path(out, chunk[0], chunk[1]).exists()]
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+
+    run_file = out / RUN_NAME
+    run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if run_file.exists() else None
+    run_name = config.run_name or ("builtin" if config.policy == "builtin" else f"agent-{model_name(config)}")
+    with mlflow_run(
+        config.experiment,
+        run_name,
+        None if run_id else run_params(config),
+        config.tracking_uri,
+        run_id=run_id,
+    ) as mlflow:
+        run_id = mlflow.active_run().info.run_id
+        _write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
+        started = time.perf_counter()
+        computed = 0
+        if todo:
+            computed = _answer_chunks(config, out, todo, total, progress, backend)
+        elapsed = time.perf_counter() - started
+        rows = _collect(out, chunks, total)
+        predictions = out / PREDICTIONS_NAME
+        write_rows(predictions, rows)
+        summary = summarize(rows, [name for name, _ in datasets])
+        _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        mlflow.log_metrics(summary)
+        if computed:
+            mlflow.log_metrics({"eval_seconds": elapsed, "questions_per_second": computed / elapsed})
+        _log_artifacts(mlflow, out, rows, summary, [name for name, _ in datasets])
+    return EvalResult(summary, predictions, run_id, total, computed, elapsed)
+
+
+def _answer_chunks(
+    config: EvalConfig,
+    out: Path,
+    todo: list[Chunk],
+    total: int,
+    progress: bool,
+    backend: Any | None,
+) -> int:
+    from ramp.retrieval.config import build_retriever
+
+    retriever = build_retriever(config.retriever)
+    try:
+        policy = build_policy(config, retriever, backend)
+        judge = _build_judge(config) if config.judge.enabled else None
+        done = total - sum(len(records) for _, _, records, _ in todo)
+        bar = tqdm(total=total, initial=done, desc="eval", unit="question", disable=not progress)
+        computed = 0
+        for dataset, chunk, records, start in todo:
+            answers = policy.answer(records)
+            rows = [
+                result_row(dataset, start + i, record, answer)
+                for i, (record, answer) in enumerate(zip(records, answers, strict=True))
+            ]
+            if judge is not None:
+                _judge_rows(judge, rows)
+            write_rows(part_path(out, dataset, chunk), rows)
+            computed += len(rows)
+            bar.update(len(rows))
+        bar.close()
+        return computed
+    finally:
+        retriever.close()
+
+
+def _build_judge(config: EvalConfig) -> Any:
+    from ramp.agent.backends import build_backend
+    from ramp.prompts import load_templates
+    from ramp.rewards import LLMJudge
+
+    backend = build_backend(config.judge.backend)
+    return LLMJudge(backend, load_templates().judge, config.judge.max_new_tokens)
+
+
+def _judge_rows(judge: Any, rows: list[dict[str, Any]]) -> None:
+    from ramp.rewards import JudgeItem
+
+    items = [JudgeItem(r["question"], r["golden_answers"], r["prediction"]) for r in rows]
+    for row, verdict in zip(rows, judge.judge(items), strict=True):
+        row[JUDGE] = verdict.score
+
+
+def _collect(out: Path, chunks: list[Chunk], total: int) -> list[dict[str, Any]]:
+    """Every part's rows in dataset and position order, checked: one row per question, none twice."""
+    rows: list[dict[str, Any]] = []
+    for dataset, chunk, records, start in chunks:
+        part = pq.read_table(part_path(out, dataset, chunk), schema=ROW_SCHEMA).to_pylist()
+        expected = [(start + i, r.id) for i, r in enumerate(records)]
+        if [(row["position"], row["id"]) for row in part] != expected:
+            last = start + len(records) - 1
+            raise EvalError(f"{part_path(out, dataset, chunk)} does not hold questions {start}..{last}")
+        rows += part
+    if len(rows) != total:
+        raise EvalError(f"{len(rows)} rows for {total} questions")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ artifacts
+
+
+def _log_artifacts(
+    mlflow: Any, out: Path, rows: list[dict[str, Any]], summary: dict[str, float], datasets: list[str]
+) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [
+            {
+                **{k: v for k, v in row.items() if k not in ("queries", "retrieved_ids", "golden_answers")},
+                "golden_answers": json.dumps(row["golden_answers"], ensure_ascii=False),
+                "queries": json.dumps(row["queries"], ensure_ascii=False),
+                "retrieved_ids": json.dumps(row["retrieved_ids"], ensure_ascii=False),
+            }
+            for row in rows
+        ]
+    )
+    run_id = mlflow.active_run().info.run_id
+    logged = {item.path for item in mlflow.MlflowClient().list_artifacts(run_id)}
+    if TABLE_NAME not in logged:  # log_table appends to an existing table: a rerun logs the same rows
+        mlflow.log_table(table, artifact_file=TABLE_NAME)
+    mlflow.log_artifact(str(out / PREDICTIONS_NAME))
+    mlflow.log_artifact(str(out / "summary.json"))
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    for name, figure in (
+        ("datasets.png", dataset_bars(summary, datasets)),
+        ("recall_vs_searches.png", recall_vs_searches(rows)),
+    ):
+        figure.savefig(plots / name, dpi=120, bbox_inches="tight")
+        mlflow.log_figure(figure, f"plots/{name}")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def dataset_bars(summary: dict[str, float], datasets: list[str]) -> Any:
+    """Grouped bars: each metric per dataset, macro average last."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in (*METRIC_NAMES, JUDGE) if f"{m}/{MACRO}" in summary]
+    columns = [*datasets, MACRO]
+    figure, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(columns) + 2), 3.6))
+    width = 0.8 / len(metrics)
+    for i, metric in enumerate(metrics):
+        values = [100 * summary.get(f"{metric}/{c}", 0.0) for c in columns]
+        xs = [x + (i - (len(metrics) - 1) / 2) * width for x in range(len(columns))]
+        bars = ax.bar(xs, values, width, label=metric)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, ncols=len(metrics))
+    ax.set_title("per-dataset scores")
+    return figure
+
+
+def recall_vs_searches(rows: list[dict[str, Any]]) -> Any:
+    """Mean token recall by the number of searches a question took (question counts on the bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = searches_curve(rows)
+    figure, ax = plt.subplots(figsize=(5.5, 3.6))
+    bars = ax.bar([str(n) for n in curve], [100 * v for v, _ in curve.values()], color="tab:green")
+    ax.bar_label(bars, labels=[f"n={c}" for _, c in curve.values()], fontsize=7)
+    ax.set_xlabel("searches")
+    ax.set_ylabel("token recall (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("token recall vs number of searches")
+    return figure

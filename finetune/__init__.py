@@ -1,0 +1,1 @@
+"""Fine-tuning stage entries (imported as ``ramp.finetune``): the DAPO RL trainer."""

@@ -1,0 +1,74 @@
+"""``ramp finetune``: fine-tuning on QA sets (HotpotQA, ...) with the project's trainers (SFT and DAPO)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ramp.cli.options import Overrides
+
+finetune_app = typer.Typer(no_args_is_help=True)
+
+QA_TRAIN_FILE = "qa-train.jsonl"
+
+
+@finetune_app.command("sft")
+def sft(
+    trajectories: Annotated[
+        str, typer.Option(help="Verified QA trajectories (`ramp data cot` over a QA set)")
+    ],
+    output: Annotated[str, typer.Option(help="Output dir: shards/, checkpoints/, policy/ (the HF result)")],
+    config: Annotated[
+        str, typer.Option("--config", help="Megatron recipe (configs/pretrain.yaml)")
+    ] = "pretrain",
+    overrides: Overrides = None,
+) -> None:
+    """SFT on QA trajectories through the Megatron stage (shards -> trainer -> HF policy); the policy to
+    fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values."""
+    from ramp.config import load_config
+    from ramp.finetune.sft import run_sft, sft_overrides
+    from ramp.train.config import PretrainConfig
+
+    settings = load_config(PretrainConfig, config, overrides or [], values=sft_overrides(output))
+    result = run_sft(trajectories, output, settings)
+    manifest, losses = result["manifest"], result["summary"]["losses"]
+    last = max(losses) if losses else 0
+    typer.echo(
+        f"{manifest['packed']} conversations packed ({manifest['packing_efficiency']:.1%} efficiency); "
+        f"trained to step {last}"
+        + (f", loss {losses[last]:.4f}" if losses else "")
+        + f"; policy in {result['policy']}"
+    )
+
+
+@finetune_app.command("rl")
+def rl(
+    dataset: Annotated[str, typer.Option(help="A ramp.qa dataset: hotpotqa, musique, flashrag, ...")],
+    input: Annotated[
+        str | None, typer.Option("--input", help="Its file or hub:REPO[:CONFIG[:SPLIT]] (fanoutqa: optional)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="The first N questions")] = None,
+    reward: Annotated[str | None, typer.Option(help="token_recall (the paper) | exact_match | f1")] = None,
+    config: Annotated[str, typer.Option("--config", help="RL recipe (configs/rl.yaml or a path)")] = "rl",
+    overrides: Overrides = None,
+) -> None:
+    """DAPO on a QA set: the questions go to the RL trainer's QA task (QA prompt, configurable reward).
+    For several processes, run `ramp rl train --nproc N --set data.task=qa --set data.qa=FILE`."""
+    from ramp.config import load_config
+    from ramp.qa.loaders import load_qa, write_qa_jsonl
+    from ramp.rl.config import RLConfig
+
+    settings = load_config(RLConfig, config, overrides or [])
+    train_file = Path(settings.trainer.output_dir) / QA_TRAIN_FILE
+    count = write_qa_jsonl(load_qa(dataset, input, limit), train_file)
+    values: dict[str, object] = {"data.task": "qa", "data.qa": str(train_file)}
+    if reward is not None:
+        values["reward.metric"] = reward
+    settings = load_config(RLConfig, config, overrides or [], values=values)
+    typer.echo(f"{count} {dataset} questions -> {train_file}")
+    from ramp.finetune.dapo import train
+
+    out = train(settings)
+    typer.echo(f"trained {settings.trainer.total_steps} steps; policy and checkpoint in {out}")

@@ -1,0 +1,1 @@
+"""The evidence experiment (`ramp experiment ramp-effect`): a generated world where search is the only way."""

@@ -1,0 +1,365 @@
+"""A generated encyclopedia of fictional entities: the small world of the RAMP-effect experiment.
+
+Countries, cities, people and companies with made-up names and relations (capitals, births, founders,
+headquarters), one passage per entity, so no prior knowledge helps a policy: only search does. Every
+salient value in a passage is tagged as a span (start, end, label, type) so the real masking pipeline
+can mask it without NER. Relations are written into two passages where a two-hop question or a chained
+mask needs them (a company's founder appears in the company's passage and in its headquarters city's,
+never in the founder's own), so:
+
+- a *chained* mask (``Its founder was born in [mask]``) can only be found by searching with the value
+  of an earlier mask (the founder's name);
+- *bridge* questions ("In which city was the founder of K born?") and *comparison* questions ("Which
+  company was founded earlier, K1 or K2?") need two searches.
+
+Everything is drawn from ``random.Random(stable_seed(seed, ...))``: the same seed gives the same world,
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ramp.retrieval.base import Retriever
+from ramp.seeding import record_rng
+
+EntityKind = Literal["country", "city", "person", "company"]
+QuestionType = Literal["bridge", "comparison"]
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "io", "ou")
+_CODAS = ("", "n", "r", "s", "l", "th", "x", "nd", "rk")
+PROFESSIONS = ("painter", "engineer", "chemist", "merchant", "architect", "poet", "surveyor", "physician")
+INDUSTRIES = ("shipbuilding", "textiles", "glassware", "printing", "brewing", "mining", "ceramics", "timber")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A tagged salient value: character offsets into the passage text, NER-style label and mask type."""
+
+    start: int
+    end: int
+    label: str
+    type: Literal["entity", "date", "number"]
+
+
+@dataclass(frozen=True)
+class Article:
+    """One entity's passage, in the pipeline's ``jsonl`` source layout plus its tagged spans."""
+
+    id: str
+    title: str
+    text: str
+    kind: EntityKind
+    spans: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class Question:
+    """A two-hop question with the two searches that answer it and the passages they must reach."""
+
+    id: str
+    question: str
+    golden_answers: tuple[str, ...]
+    type: QuestionType
+    hop_queries: tuple[str, ...]
+    supporting_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chained fact in one passage: ``value`` is found only by a search that includes ``key``."""
+
+    article_id: str
+    key: str  # the earlier value (the founder's name)
+    value: str  # the chained value (the founder's birth city)
+    query_without_key: str
+    query_with_key: str
+    source_id: str  # the passage that holds the chained value
+
+
+@dataclass(frozen=True)
+class _Person:
+    name: str
+    born: int
+    city: int
+    job: str
+
+
+@dataclass(frozen=True)
+class _Firm:
+    name: str
+    founder: int
+    year: int
+    hq: int
+    industry: str
+
+
+@dataclass
+class World:
+    seed: int
+    articles: list[Article] = field(default_factory=list)
+    questions: list[Question] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)
+
+    def write(self, out_dir: Path) -> dict[str, Path]:
+        """``articles.jsonl`` (pipeline input, spans included), ``questions.jsonl`` and ``chains.jsonl``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "articles": out_dir / "articles.jsonl",
+            "questions": out_dir / "questions.jsonl",
+            "chains": out_dir / "chains.jsonl",
+        }
+        _write_jsonl(paths["articles"], (asdict(a) for a in self.articles))
+        _write_jsonl(paths["questions"], (asdict(q) for q in self.questions))
+        _write_jsonl(paths["chains"], (asdict(c) for c in self.chains))
+        return paths
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+class _Names:
+    """Unique, pronounceable made-up names (capitalised), never repeating a word across the world."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = record_rng(seed, "names")
+        self.used: set[str] = set()
+
+    def word(self, syllables: int) -> str:
+        while True:
+            name = "".join(
+                self.rng.choice(_ONSETS) + self.rng.choice(_VOWELS) + self.rng.choice(_CODAS)
+                for _ in range(syllables)
+            ).capitalize()
+            if name.lower() not in self.used and len(name) >= 4:
+                self.used.add(name.lower())
+                return name
+
+    def person(self) -> str:
+        return f"{self.word(2)} {self.word(2)}"
+
+
+class _Writer:
+    """Builds a passage sentence by sentence, recording the offsets of tagged values."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.spans: list[Span] = []
+
+    def add(self, *parts: str | tuple[str, str, Literal["entity", "date", "number"]]) -> None:
+        if self.text:
+            self.text += " "
+        for part in parts:
+            if isinstance(part, tuple):
+                value, label, kind = part
+                self.spans.append(Span(len(self.text), len(self.text) + len(value), label, kind))
+                self.text += value
+            else:
+                self.text += part
+
+
+def generate_world(
+    seed: int = 0,
+    countries: int = 6,
+    cities_per_country: int = 4,
+    people: int = 60,
+    companies: int = 30,
+) -> World:
+    """A deterministic world; sizes are counts of entities of each kind."""
+    if min(countries, cities_per_country, people, companies) < 2:
+        raise ValueError("every entity kind needs at least 2 members (comparisons pair them)")
+    rng = record_rng(seed, "world")
+    names = _Names(seed)
+    country_names = [names.word(2) for _ in range(countries)]
+    cities = [(names.word(2), c) for c in range(countries) for _ in range(cities_per_country)]
+    capital = {c: next(i for i, (_, cc) in enumerate(cities) if cc == c) for c in range(countries)}
+    years_used: set[int] = set()
+
+    def year(lo: int, hi: int) -> int:  # distinct years, so every comparison has one answer
+        while True:
+            y = rng.randint(lo, hi)
+            if y not in years_used:
+                years_used.add(y)
+                return y
+
+    persons = [
+        _Person(names.person(), year(1700, 1900), rng.randrange(len(cities)), rng.choice(PROFESSIONS))
+        for _ in range(people)
+    ]
+    firms: list[_Firm] = []
+    for _ in range(companies):
+        founder_index = rng.randrange(people)
+        hq = rng.randrange(len(cities) - 1)  # never the founder's birth city: bridges stay two-hop
+        hq += hq >= persons[founder_index].city
+        firms.append(_Firm(names.word(3), founder_index, year(1901, 1999), hq, rng.choice(INDUSTRIES)))
+    world = World(seed=seed)
+    for c, name in enumerate(country_names):
+        w = _Writer()
+        w.add(f"{name} is a country. Its capital is ", (cities[capital[c]][0], "GPE", "entity"), ".")
+        w.add("The country adopted its constitution in ", (str(year(1600, 1699)), "DATE", "date"), ".")
+        world.articles.append(Article(f"country-{c}", name, w.text, "country", tuple(w.spans)))
+    for i, (name, c) in enumerate(cities):
+        w = _Writer()
+        w.add(f"{name} is a municipality of the country ", (country_names[c], "GPE", "entity"), ".")
+        w.add(
+            "It has a population of ",
+            (f"{rng.randint(2, 900) * 1000 + rng.randint(1, 999):,}", "CARDINAL", "number"),
+            ".",
+        )
+        for f in (f for f in firms if f.hq == i):
+            w.add(
+                f"The {f.industry} company {f.name}, founded by ",
+                (persons[f.founder].name, "PERSON", "entity"),
+                ", is based here.",
+            )
+        world.articles.append(Article(f"city-{i}", name, w.text, "city", tuple(w.spans)))
+    for p, person in enumerate(persons):
+        w = _Writer()
+        w.add(
+            f"{person.name} was {_article(person.job)} {person.job}, born in ",
+            (str(person.born), "DATE", "date"),
+            " in the city of ",
+            (cities[person.city][0], "GPE", "entity"),
+            ".",
+        )
+        world.articles.append(Article(f"person-{p}", person.name, w.text, "person", tuple(w.spans)))
+    for k, firm in enumerate(firms):
+        founder = persons[firm.founder]
+        w = _Writer()
+        w.add(
+            f"{firm.name} is a {firm.industry} company founded in ",
+            (str(firm.year), "DATE", "date"),
+            " by ",
+            (founder.name, "PERSON", "entity"),
+            ".",
+        )
+        if _chained(k):
+            w.add("Its founder was born in ", (cities[founder.city][0], "GPE", "entity"), ".")
+        w.add("Its headquarters are in ", (cities[firm.hq][0], "GPE", "entity"), ".")
+        world.articles.append(Article(f"company-{k}", firm.name, w.text, "company", tuple(w.spans)))
+        if not _chained(k):
+            continue
+        world.chains.append(
+            Chain(
+                article_id=f"company-{k}",
+                key=founder.name,
+                value=cities[founder.city][0],
+                query_without_key=f"{firm.name} founder was born in",
+                query_with_key=f"{founder.name} born",
+                source_id=f"person-{firm.founder}",
+            )
+        )
+    world.questions = _questions(seed, persons, firms, cities, country_names)
+    return world
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _chained(company_index: int) -> bool:
+    """Even companies carry a chained fact (for pretraining); odd ones a held-out bridge question."""
+    return company_index % 2 == 0
+
+
+def _questions(
+    seed: int,
+    persons: list[_Person],
+    firms: list[_Firm],
+    cities: list[tuple[str, int]],
+    country_names: list[str],
+) -> list[Question]:
+    rng = record_rng(seed, "questions")
+    out: list[Question] = []
+    for k, firm in enumerate(firms):
+        founder = persons[firm.founder]
+        if _chained(k):  # its passage states the founder's birthplace: not a two-hop question
+            continue
+        out.append(
+            Question(
+                id=f"q-bridge-born-{k}",
+                question=f"In which city was the founder of the company {firm.name} born?",
+                golden_answers=(cities[founder.city][0],),
+                type="bridge",
+                hop_queries=(f"{firm.name} company founded by", f"{founder.name} born city"),
+                supporting_ids=(f"company-{k}", f"person-{firm.founder}"),
+            )
+        )
+    for k, firm in enumerate(firms):
+        hq_city, hq_country = cities[firm.hq]
+        out.append(
+            Question(
+                id=f"q-bridge-country-{k}",
+                question=f"In which country are the headquarters of the company {firm.name}?",
+                golden_answers=(country_names[hq_country],),
+                type="bridge",
+                hop_queries=(f"{firm.name} headquarters", f"{hq_city} municipality country"),
+                supporting_ids=(f"company-{k}", f"city-{firm.hq}"),
+            )
+        )
+    for n in range(len(firms)):
+        a, b = rng.sample(range(len(firms)), 2)
+        fa, fb = firms[a], firms[b]
+        out.append(
+            Question(
+                id=f"q-compare-founded-{n}",
+                question=f"Which company was founded earlier, {fa.name} or {fb.name}?",
+                golden_answers=(fa.name if fa.year < fb.year else fb.name,),
+                type="comparison",
+                hop_queries=(f"{fa.name} company founded", f"{fb.name} company founded"),
+                supporting_ids=(f"company-{a}", f"company-{b}"),
+            )
+        )
+    return out
+
+
+def dpr_rows(world: World) -> list[dict[str, str]]:
+    """The world's passages in the DPR wiki-18 layout, with the pipeline's passage ids (``<id>#0``)."""
+    return [{"id": f"{a.id}#0", "contents": f'"{a.title}"\n{a.text}'} for a in world.articles]
+
+
+def unverified_questions(world: World, retriever: Retriever, k: int = 3) -> list[tuple[str, str]]:
+    """``(question id, reason)`` for every question its two searches do not answer.
+
+    Each hop's query must rank its supporting passage in the top ``k``; a bridge answer must stand in the
+    second passage and not in the first (else one search would do).
+    """
+    text = {f"{a.id}#0": a.text for a in world.articles}
+    failures: list[tuple[str, str]] = []
+    hits = retriever.search([q for question in world.questions for q in question.hop_queries], k=k)
+    for n, question in enumerate(world.questions):
+        for hop, (doc, found) in enumerate(
+            zip(question.supporting_ids, hits[2 * n : 2 * n + 2], strict=True)
+        ):
+            if f"{doc}#0" not in {h.doc_id for h in found}:
+                failures.append((question.id, f"hop {hop + 1} misses {doc}"))
+                break
+        else:
+            first, second = (text[f"{d}#0"] for d in question.supporting_ids)
+            answer = question.golden_answers[0]
+            if question.type == "bridge" and (answer not in second or answer in first):
+                failures.append((question.id, "the answer is not a second-hop fact"))
+    return failures
+
+
+def unverified_chains(world: World, retriever: Retriever, k: int = 3) -> list[tuple[str, str]]:
+    """``(article id, reason)`` for every chain that is findable without its key, or not with it."""
+    failures: list[tuple[str, str]] = []
+    queries = [q for c in world.chains for q in (c.query_without_key, c.query_with_key)]
+    excludes = [[f"{c.article_id}#0"] for c in world.chains for _ in range(2)]
+    hits = retriever.search(queries, k=k, exclude_doc_ids=excludes)
+    for n, chain in enumerate(world.chains):
+        without, with_key = ({h.doc_id for h in found} for found in hits[2 * n : 2 * n + 2])
+        if f"{chain.source_id}#0" in without:
+            failures.append((chain.article_id, "found without the earlier value"))
+        elif f"{chain.source_id}#0" not in with_key:
+            failures.append((chain.article_id, "not found with the earlier value"))
+    return failures

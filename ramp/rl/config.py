@@ -1,0 +1,97 @@
+"""Typed configuration of the DAPO trainer (``configs/rl.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ramp.agent.config import BackendConfig, RolloutConfig
+from ramp.config import StrictModel
+from ramp.retrieval.config import RetrieverConfig
+from ramp.retrieval.env import SearchConfig
+from ramp.rewards import RewardConfig
+from ramp.rl.core_algos import AggMode
+from ramp.rl.curriculum import CurriculumConfig
+
+
+class PolicyConfig(StrictModel):
+    model: str = ""  # an HF checkpoint directory (e.g. converted from the Megatron stage)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = False
+
+
+class OverlongConfig(StrictModel):
+    enable: bool = True
+    max_length: int | None = Field(default=None, ge=1)  # None: rollout.max_total_new_tokens
+    buffer: int = Field(default=512, ge=1)
+    factor: float = Field(default=1.0, ge=0)
+
+
+class AlgorithmConfig(StrictModel):
+    adv_estimator: str = "grpo"
+    adv_eps: float = Field(default=1e-6, gt=0)
+    policy_loss: str = "dapo"
+    loss_agg_mode: AggMode = "token-mean"
+    clip_low: float = Field(default=0.2, ge=0, lt=1)
+    clip_high: float = Field(default=0.28, ge=0)
+    clip_c: float | None = Field(default=3.0, gt=1)  # dual clip; None disables
+    kl_coef: float = Field(default=0.0, ge=0)  # 0: no KL term and no reference model
+    kl_penalty: str = "low_var_kl"
+    entropy_coef: float = Field(default=0.0, ge=0)
+    filter_groups: bool = True  # dynamic sampling
+    filter_metric: Literal["answer", "total", "format"] = "answer"  # the score before shaping
+    max_num_gen_batches: int = Field(default=10, ge=0)  # 0: unlimited
+    overlong: OverlongConfig = OverlongConfig()
+
+
+class RLDataConfig(StrictModel):
+    task: Literal["ramp", "qa"] = "ramp"
+    samples: str = ""  # ramp: a directory of samples-*.parquet (or one file)
+    qa: str = ""  # qa: a JSONL of {"id", "question", "golden_answers"}
+    prompts: str = "prompts"  # prompt templates: recipe name or YAML path
+
+
+class TrainerConfig(StrictModel):
+    total_steps: int = Field(default=200, ge=1)
+    train_batch_size: int = Field(default=32, ge=1)  # prompt groups per step (after filtering)
+    gen_batch_size: int = Field(default=48, ge=1)  # prompts per generation batch
+    ppo_epochs: int = Field(default=1, ge=1)
+    mini_batches: int = Field(default=2, ge=1)  # optimizer steps per epoch
+    micro_batch_size: int = Field(default=8, ge=1)  # sequences per forward/backward
+    lr: float = Field(default=1e-6, gt=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    seed: int = 0
+    output_dir: str = "runs/rl"
+    save_every: int = Field(default=10, ge=1)  # steps between checkpoints (the last step always saves)
+    resume: bool = True  # continue from output_dir/checkpoint when it exists
+    experiment: str = "ramp-rl"
+    run_name: str | None = None
+    mlflow_uri: str | None = None
+    progress: bool = True
+    threads: int | None = Field(default=None, ge=1)  # torch CPU threads; None: torch's default
+
+
+class RLConfig(StrictModel):
+    policy: PolicyConfig = PolicyConfig()
+    backend: BackendConfig = BackendConfig()  # the rollout engine; hf.model / vllm.model default to policy
+    rollout: RolloutConfig = RolloutConfig(n=8, temperature=1.0)
+    retriever: RetrieverConfig
+    search: SearchConfig = SearchConfig(top_k=3)
+    reward: RewardConfig = RewardConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    data: RLDataConfig = RLDataConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RLConfig:
+        if self.backend.kind == "openai":
+            raise ValueError("backend.kind 'openai' cannot receive trained weights: use hf or vllm")
+        if self.rollout.n < 2 and self.algorithm.adv_estimator == "grpo":
+            raise ValueError("rollout.n must be >= 2 for group advantages")
+        if self.rollout.temperature <= 0:
+            raise ValueError("rollout.temperature must be > 0 for RL (greedy groups have no spread)")
+        return self

@@ -1,0 +1,253 @@
+"""DAPO's formulas as pure torch functions, registered by name and selected from config (as verl's
+``core_algos``): group advantages, the clipped policy loss and its aggregation modes, the KL penalty,
+overlong reward shaping and the dynamic-sampling group filter.
+
+Shapes: ``[B, T]`` per-token tensors over the response positions (``response_mask`` 1 on tokens the
+policy sampled: the loss never touches prompt, retrieved or appended tokens), ``[B]`` per sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Literal, TypeVar
+
+import torch
+
+AggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
+AGG_MODES: tuple[str, ...] = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+
+ADV_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {}
+POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]] = {}
+KL_PENALTIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _register(table: dict[str, Any], name: str) -> Callable[[F], F]:
+    def decorator(fn: F) -> F:
+        if name in table:
+            raise ValueError(f"{name!r} is already registered")
+        table[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_adv_estimator(name: str) -> Callable[..., torch.Tensor]:
+    return _lookup(ADV_ESTIMATORS, name, "advantage estimator")
+
+
+def get_policy_loss(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, float]]]:
+    return _lookup(POLICY_LOSSES, name, "policy loss")
+
+
+def get_kl_penalty(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return _lookup(KL_PENALTIES, name, "KL penalty")
+
+
+def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
+@_register(ADV_ESTIMATORS, "grpo")
+def grpo_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], eps: float = 1e-6) -> torch.Tensor:
+    """(r - group mean) / (group std + eps), unbiased std; a group of one gets mean 0 and std 1.
+
+    ``group_ids`` are the prompts' unique ids (strings), one per sequence, never row numbers.
+    """
+    if rewards.dim() != 1 or len(group_ids) != rewards.shape[0]:
+        raise ValueError(f"rewards must be [B] with one group id each; got {tuple(rewards.shape)}")
+    scores = rewards.detach().to(torch.float32)
+    out = torch.empty_like(scores)
+    members: dict[Hashable, list[int]] = {}
+    for i, gid in enumerate(group_ids):
+        members.setdefault(gid, []).append(i)
+    for rows in members.values():
+        index = torch.tensor(rows, dtype=torch.long)
+        group = scores[index]
+        if len(rows) == 1:
+            mean, std = torch.zeros(()), torch.ones(())
+        else:
+            mean, std = group.mean(), group.std(unbiased=True)
+        out[index] = (group - mean) / (std + eps)
+    return out
+
+
+def aggregate(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    *,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+) -> torch.Tensor:
+    """Reduce a ``[B, T]`` per-token loss over ``mask``.
+
+    ``token-mean``: sum over every valid token / number of valid tokens; ``seq-mean-token-sum``: mean
+    over sequences of each sequence's token sum; ``seq-mean-token-mean``: mean over sequences of each
+    sequence's token mean. ``global_tokens``/``global_seqs`` replace the local denominators when one
+    batch is split into micro-batches or ranks, so the parts sum to the loss of the whole batch.
+    """
+    mask = mask.to(loss_mat.dtype)
+    masked = loss_mat * mask
+    if mode == "token-mean":
+        denominator = global_tokens if global_tokens is not None else mask.sum().clamp(min=1.0)
+        return masked.sum() / denominator
+    valid_seqs = (mask.sum(dim=-1) > 0).to(loss_mat.dtype)
+    seqs = global_seqs if global_seqs is not None else valid_seqs.sum().clamp(min=1.0)
+    if mode == "seq-mean-token-sum":
+        return masked.sum(dim=-1).sum() / seqs
+    if mode == "seq-mean-token-mean":
+        per_seq = masked.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
+        return (per_seq * valid_seqs).sum() / seqs
+    raise ValueError(f"unknown aggregation {mode!r}; known: {', '.join(AGG_MODES)}")
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+@_register(POLICY_LOSSES, "dapo")
+def policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    clip_c: float | None = 3.0,
+    agg: str = "token-mean",
+    *,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+    log_ratio_clamp: float = 20.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DAPO's clipped surrogate: clip-higher ratio range [1 - clip_low, 1 + clip_high], dual clip at
+    ``clip_c`` for negative advantages (None disables), log-ratio clamped to ±``log_ratio_clamp``
+    before exp. ``advantages`` is ``[B]`` (broadcast over tokens) or ``[B, T]``.
+
+    Returns the aggregated loss and metrics: ``clipfrac`` (tokens whose clipped term was taken),
+    ``clipfrac_dual`` (tokens held by the dual clip), ``approx_kl`` (mean of old - new log-prob),
+    ``ratio_mean``.
+    """
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]
+    advantages = advantages.expand_as(log_prob)
+    mask = response_mask.to(log_prob.dtype)
+    log_ratio = (log_prob - old_log_prob).clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss1 = torch.maximum(unclipped, clipped)
+    clipped_taken = (clipped > unclipped).to(log_prob.dtype)
+    if clip_c is not None:
+        if clip_c <= 1.0:
+            raise ValueError(f"clip_c must exceed 1 for the dual clip, got {clip_c}")
+        dual = -advantages * clip_c
+        loss = torch.where(advantages < 0, torch.minimum(loss1, dual), loss1)
+        dual_taken = ((loss1 > dual) & (advantages < 0)).to(log_prob.dtype)
+    else:
+        loss, dual_taken = loss1, torch.zeros_like(loss1)
+    value = aggregate(loss, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs)
+    with torch.no_grad():
+        metrics = {
+            "clipfrac": float(masked_mean(clipped_taken, mask)),
+            "clipfrac_dual": float(masked_mean(dual_taken, mask)),
+            "approx_kl": float(masked_mean(-log_ratio, mask)),
+            "ratio_mean": float(masked_mean(ratio, mask)),
+        }
+    return value, metrics
+
+
+@_register(KL_PENALTIES, "low_var_kl")
+def low_var_kl(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || ref): exp(ref - pi) - (ref - pi) - 1, clamped to [-10, 10]."""
+    diff = (ref_log_prob - log_prob).clamp(-20.0, 20.0)
+    return (torch.exp(diff) - diff - 1.0).clamp(-10.0, 10.0)
+
+
+@_register(KL_PENALTIES, "kl")
+def plain_kl(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
+    """Per-token k1 estimator: pi - ref."""
+    return log_prob - ref_log_prob
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Per-position entropy of the softmax over the last dimension."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def overlong_penalty(length: int | torch.Tensor, max_length: int, buffer: int, factor: float = 1.0) -> Any:
+    """DAPO's soft overlong punishment: min(-(length - (L - B)) / B * factor, 0).
+
+    ``length`` counts the tokens the policy sampled (retrieved and appended tokens excluded). 0 up to
+    ``L - B``, falling linearly to ``-factor`` at ``L`` (and further past it).
+    """
+    if buffer <= 0 or buffer > max_length:
+        raise ValueError(f"overlong buffer must be in (0, {max_length}], got {buffer}")
+    expected = max_length - buffer
+    if isinstance(length, torch.Tensor):
+        return torch.clamp(-(length.to(torch.float32) - expected) / buffer * factor, max=0.0)
+    return min(-(length - expected) / buffer * factor, 0.0)
+
+
+def groups_with_spread(metric: Sequence[float], group_ids: Sequence[Hashable]) -> list[bool]:
+    """Dynamic-sampling filter: per sequence, True when its group's ``metric`` is not all equal.
+
+    A group whose members all score the same has zero advantage everywhere and teaches nothing.
+    """
+    values: dict[Hashable, set[float]] = {}
+    for gid, value in zip(group_ids, metric, strict=True):
+        values.setdefault(gid, set()).add(float(value))
+    return [len(values[gid]) > 1 for gid in group_ids]
+
+
+class DynamicSamplingExhausted(RuntimeError):
+    """``max_num_gen_batches`` generation batches did not fill the train batch."""
+
+
+T = TypeVar("T")
+
+
+def fill_train_batch(
+    generate: Callable[[int], Sequence[T]],
+    group_of: Callable[[T], Hashable],
+    metric_of: Callable[[T], float],
+    target_groups: int,
+    max_num_gen_batches: int = 0,
+    global_count: Callable[[int], int] = lambda n: n,
+) -> tuple[list[T], int]:
+    """Generate batches (``generate(batch_number)``) and keep groups with spread until ``target_groups``.
+
+    Returns the kept items (whole groups, in generation order; this process's share when distributed)
+    and the number of generation batches used. ``global_count`` turns the local kept-group count into
+    the count over all ranks (identity on one process), so every rank stops after the same batch.
+    ``max_num_gen_batches`` 0 means unlimited; reaching it unfilled raises
+    :class:`DynamicSamplingExhausted`.
+    """
+    if target_groups < 1:
+        raise ValueError(f"target_groups must be >= 1, got {target_groups}")
+    kept: list[T] = []
+    kept_groups: list[Hashable] = []
+    batches = 0
+    while global_count(len(kept_groups)) < target_groups:
+        if max_num_gen_batches and batches >= max_num_gen_batches:
+            raise DynamicSamplingExhausted(
+                f"{batches} generation batches kept {global_count(len(kept_groups))} of {target_groups} "
+                "groups with non-zero reward spread; raise algorithm.max_num_gen_batches (0 = unlimited), "
+                "the group size, or the sampling temperature"
+            )
+        items = list(generate(batches))
+        batches += 1
+        flags = groups_with_spread([metric_of(x) for x in items], [group_of(x) for x in items])
+        for item, keep in zip(items, flags, strict=True):
+            if keep:
+                kept.append(item)
+                gid = group_of(item)
+                if gid not in kept_groups:
+                    kept_groups.append(gid)
+    return kept, batches

@@ -1,0 +1,179 @@
+"""megatron-core ``GPTModel`` construction for the Qwen2 family (RMSNorm, SwiGLU, GQA, QKV bias, RoPE).
+
+Everything megatron is imported lazily. On CPU the local layer spec is used (call
+``ramp.train.cpu_shim.install()`` first); with Transformer Engine importable on a GPU, the TE spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+VOCAB_MULTIPLE = 128
+
+
+def padded_vocab_size(vocab_size: int, tp: int = 1, multiple: int = VOCAB_MULTIPLE) -> int:
+    """``vocab_size`` rounded up to a multiple of ``tp × multiple`` (megatron's vocab padding)."""
+    step = tp * multiple
+    return -(-vocab_size // step) * step
+
+
+@dataclass(frozen=True)
+class Qwen2Shape:
+    """The architecture fields megatron needs, read from a Hugging Face Qwen2 config."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_hf(cls, config: Any) -> Qwen2Shape:
+        if getattr(config, "model_type", "qwen2") not in ("qwen2",):
+            raise ValueError(f"only the Qwen2 family is supported, got model_type={config.model_type!r}")
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        return cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            num_kv_heads=config.num_key_value_heads or heads,
+            head_dim=head_dim,
+            rms_norm_eps=config.rms_norm_eps,
+            rope_theta=float(rope_theta(config)),
+            max_position_embeddings=config.max_position_embeddings,
+            tie_word_embeddings=bool(config.tie_word_embeddings),
+        )
+
+
+def rope_theta(config: Any) -> float:
+    """The checkpoint's RoPE base (transformers 5 keeps it in ``rope_parameters``)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    if "rope_theta" in params:
+        return float(params["rope_theta"])
+    return float(getattr(config, "rope_theta", 10000.0))
+
+
+def transformer_config(
+    shape: Qwen2Shape,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    bf16: bool = False,
+    recompute: bool = False,
+    sequence_parallel: bool = False,
+    init_std: float = 0.02,
+) -> Any:
+    """A megatron ``TransformerConfig`` matching ``shape`` (fused kernels off: they need CUDA)."""
+    import torch.nn.functional as F
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    extra: dict[str, Any] = {}
+    if recompute:
+        extra.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    return TransformerConfig(
+        num_layers=shape.num_layers,
+        hidden_size=shape.hidden_size,
+        ffn_hidden_size=shape.intermediate_size,
+        num_attention_heads=shape.num_heads,
+        num_query_groups=shape.num_kv_heads,
+        kv_channels=shape.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=shape.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=False,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        sequence_parallel=sequence_parallel,
+        params_dtype=dtype,
+        bf16=bf16,
+        pipeline_dtype=dtype,
+        calculate_per_token_loss=True,
+        init_method_std=init_std,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        **extra,
+    )
+
+
+def layer_spec(use_te: bool | None = None) -> Any:
+    """The Transformer Engine spec when TE is importable on a GPU (or ``use_te``), else the local spec."""
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    if use_te is None:
+        use_te = torch.cuda.is_available() and _te_importable()
+    if use_te:
+        return specs.get_gpt_layer_with_transformer_engine_spec()
+    return specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+
+
+def _te_importable() -> bool:
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_gpt_model(
+    shape: Qwen2Shape,
+    config: Any,
+    *,
+    vocab_size: int,
+    max_sequence_length: int | None = None,
+    parallel_output: bool = True,
+    use_te: bool | None = None,
+) -> Any:
+    """A megatron ``GPTModel`` for ``shape`` with ``vocab_size`` (already padded) output rows.
+
+    Call ``initialize_model_parallel`` and ``model_parallel_cuda_manual_seed`` first.
+    """
+    from megatron.core import parallel_state
+    from megatron.core.models.gpt import GPTModel
+
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(use_te),
+        vocab_size=vocab_size,
+        max_sequence_length=max_sequence_length or shape.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        parallel_output=parallel_output,
+        share_embeddings_and_output_weights=shape.tie_word_embeddings,
+        position_embedding_type="rope",
+        rotary_base=shape.rope_theta,  # a float base works (megatron annotates int)
+    )
+
+
+def causal_segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """megatron's boolean attention mask ``[b, 1, s, s]`` (True = masked) for packed rows.
+
+    A token attends to earlier tokens of its own segment (conversation) only; ``segment_ids`` is
+    ``[b, s]``. RoPE scores depend on relative positions only, so with this block-diagonal mask a
+    packed conversation sees exactly what it would see alone, without resetting position ids.
+    """
+    s = segment_ids.shape[1]
+    causal = torch.ones(s, s, dtype=torch.bool, device=segment_ids.device).tril()
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return ~(same & causal)[:, None]

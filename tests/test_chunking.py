@@ -1,0 +1,225 @@
+"""Bounded-memory local runs (``pipelines.chunks``): the Beam jobs over their input in chunks.
+
+Real parts throughout: the FnApiRunner, spaCy, a Lucene index, a killed subprocess. The build input is 200
+wiki-18 lines plus an unparseable line and a blank line, cut into three chunks of about 47 KB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from ramp.pipelines.answerability import run_answerability
+from ramp.pipelines.chunks import (
+    chunk_file_name,
+    cot_counts,
+    dpr_article,
+    line_ranges,
+    merge_answerability_stats,
+    pack,
+    sum_stats,
+)
+from ramp.pipelines.ramp_data import load_data_config, run_build
+from ramp.pipelines.runner import is_local_runner
+
+from ramp.config import load_config
+from ramp.cot.config import CotConfig
+from ramp.data.stats import compute_stats, output_files
+from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig
+from ramp.retrieval.indexing import build_index, iter_documents, resolve_corpus
+
+CHUNK_MB = 0.045  # ~47 KB: the 136 KB input makes three chunks
+# ``k_mix: balanced`` evens k out over what one pipeline run sees (in chunks: each chunk), so only
+# ``uniform`` gives the very same masks in chunks as in one pass.
+OVERRIDES = ["masking.k_mix=uniform"]
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` (hidden chunk markers too), by relative path."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
+
+
+def _rows(directory: Path, prefix: str) -> list[dict[str, Any]]:
+    rows = [r for f in sorted(directory.glob(f"{prefix}-*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+
+def _lines(directory: Path) -> list[str]:
+    return sorted(line for f in directory.glob("rejected-*.jsonl") for line in f.read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def build_input(wiki18_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with wiki18_corpus.open(encoding="utf-8") as f:
+        lines = list(islice(f, 200))
+    lines[60:60] = ["{not json\n"]
+    lines[130:130] = ["\n"]
+    path = tmp_path_factory.mktemp("chunk-input") / "wiki18-200.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def builds(build_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same input built in one pass and in chunks."""
+    root = tmp_path_factory.mktemp("chunk-builds")
+    config = load_data_config(None, "dpr", OVERRIDES)
+    single = run_build([str(build_input)], str(root / "single"), config, chunk_mb=0)
+    chunked = run_build([str(build_input)], str(root / "chunked"), config, chunk_mb=CHUNK_MB)
+    return {"root": root, "config": config, "single": single, "chunked": chunked}
+
+
+def test_line_ranges_cover_the_file_at_line_starts(tmp_path: Path) -> None:
+    titles = ["A", "A", "A", "B", "C", "C", "C", "C", "D"]
+    lines = [json.dumps({"id": str(i), "contents": f'"{t}"\n{"word " * 20}'}) for i, t in enumerate(titles)]
+    path = tmp_path / "p.jsonl"
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(data)
+    starts = [0, *(i + 1 for i, b in enumerate(data) if b == ord("\n"))][: len(lines)]
+    width = len(lines[0]) + 1
+    for group in (False, True):
+        ranges = line_ranges(str(path), 2 * width, dpr_article if group else None)
+        assert b"".join(data[s : len(data) if e is None else e] for s, e, _ in ranges) == data
+        assert [s for s, _, _ in ranges] == [starts[n - 1] for _, _, n in ranges]  # line numbers match
+        if group:  # a cut never falls between two lines of one article
+            cut_lines = [n - 1 for _, _, n in ranges[1:]]
+            assert all(titles[i] != titles[i - 1] for i in cut_lines)
+            assert [n for _, _, n in ranges] == [1, 4, 9]
+        else:
+            assert [n for _, _, n in ranges] == [1, 3, 5, 7, 9]
+
+
+def test_helpers() -> None:
+    assert pack(list("abcde"), [3, 3, 5, 1, 1], 6) == [["a", "b"], ["c", "d"], ["e"]]
+    name = chunk_file_name("samples-00003-of-00004.parquet", "c0007")
+    assert name == "samples-00003-of-00004.c0007.parquet"
+    assert is_local_runner([]) and is_local_runner(["--runner=DirectRunner"])
+    assert not is_local_runner(["--runner", "DataflowRunner"])
+    assert not is_local_runner(["--runner=FlinkRunner"])
+    assert sum_stats([{"n": 1, "by": {"b": 1}, "k": "x"}, {"n": 2, "by": {"a": 1, "b": 1}, "k": "x"}]) == {
+        "n": 3,
+        "by": {"a": 1, "b": 2},
+        "k": "x",
+    }
+    with pytest.raises(ValueError, match="disagree on 'k'"):
+        sum_stats([{"k": "x"}, {"k": "y"}])
+
+
+def test_chunked_build_holds_the_same_samples_as_one_pass(builds: dict[str, Any]) -> None:
+    single, chunked = builds["root"] / "single", builds["root"] / "chunked"
+    assert len(list(chunked.glob("samples-*-of-00004.c000[0-2].parquet"))) == 12  # three chunks of 4 shards
+    assert not list(single.glob("*.c0*.*")) and not (single / ".chunks").exists()
+    assert _rows(chunked, "samples") == _rows(single, "samples")  # same ids, masks, every field
+    assert _rows(chunked, "passages") == _rows(single, "passages")
+    assert _lines(chunked) == _lines(single)  # the unparseable line keeps its file line number
+    assert any('wiki18-200.jsonl:61"' in line for line in _lines(chunked))
+    stats = builds["chunked"]
+    assert stats == builds["single"]
+    assert stats["input_records"] == stats["samples"] + stats["rejected"] == 201
+    assert json.loads((chunked / "stats.json").read_text()) == stats
+
+
+def test_readers_read_the_chunked_layout(builds: dict[str, Any]) -> None:
+    chunked, stats = builds["root"] / "chunked", builds["chunked"]
+    assert compute_stats(str(chunked)) == stats  # `ramp data stats` without stats.json
+    assert len(output_files(str(chunked), "samples-", ".parquet")) == 12  # answerability / cot inputs
+    corpus = resolve_corpus([chunked])  # the index builder
+    assert len(corpus) == 12 and sum(1 for _ in iter_documents(corpus)) == stats["passages"]
+    import datasets
+
+    loaded = datasets.load_dataset("parquet", data_files=f"{chunked}/samples-*.parquet", split="train")
+    assert loaded.num_rows == stats["samples"]
+
+
+def test_a_killed_run_restarts_where_it_stopped(builds: dict[str, Any], build_input: Path) -> None:
+    out = builds["root"] / "killed"
+    command = [sys.executable, "-m", "ramp.pipelines.ramp_data", "--input", str(build_input), "--format"]
+    command += ["dpr", "--output", str(out), "--chunk-mb", str(CHUNK_MB), "--set", *OVERRIDES]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / ".chunks" / "c0000.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "chunk 0 never completed"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert not (out / "stats.json").exists()
+    first = {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")}
+    stats = run_build([str(build_input)], str(out), builds["config"], chunk_mb=CHUNK_MB)
+    assert _tree(out) == _tree(builds["root"] / "chunked")  # same files, same bytes
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")} == first  # chunk 0 was skipped
+    assert stats == builds["chunked"]
+
+
+def test_half_written_chunks_are_redone(builds: dict[str, Any], build_input: Path) -> None:
+    out = builds["root"] / "half"
+    shutil.copytree(builds["root"] / "chunked", out)
+    (out / ".chunks" / "c0001.json").unlink()  # chunk 1: files renamed, marker never written
+    (out / "samples-00000-of-00004.c0001.parquet").write_bytes(b"half")
+    (out / "passages-00002-of-00004.c0002.parquet").unlink()  # chunk 2: a file lost
+    (out / "samples-00000-of-00004.parquet").write_bytes(b"an older one-pass run")
+    (out / "stats.json").unlink()
+    untouched = {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")}
+    run_build([str(build_input)], str(out), builds["config"], chunk_mb=CHUNK_MB)
+    assert _tree(out) == _tree(builds["root"] / "chunked")
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")} == untouched
+
+
+def _third(builds: dict[str, Any]) -> float:
+    """A chunk size (MB) that cuts the chunked build's samples files into about three chunks."""
+    sizes = sorted(f.stat().st_size for f in (builds["root"] / "chunked").glob("samples-*.parquet"))
+    return (sum(sizes) / 3 + sizes[-1] / 2) / 2**20
+
+
+@pytest.fixture(scope="module")
+def index(builds: dict[str, Any]) -> Path:
+    """A Lucene index of the chunked build's passages (the index builder reads the chunked layout)."""
+    path = builds["root"] / "index"
+    manifest = build_index([builds["root"] / "chunked"], path, threads=1, shards=1, progress=False)
+    assert manifest["documents"] == builds["chunked"]["passages"]
+    return path
+
+
+def test_answerability_in_chunks_matches_one_pass(builds: dict[str, Any], index: Path) -> None:
+    samples, root = str(builds["root"] / "chunked"), builds["root"]
+    args = (RetrieverConfig(index=str(index), threads=1), AnswerabilityConfig(keep="any_answerable"))
+    single = run_answerability(samples, str(root / "ans-1"), *args, chunk_mb=0)
+    chunked = run_answerability(samples, str(root / "ans-n"), *args, chunk_mb=_third(builds))
+    assert len(list((root / "ans-n" / ".chunks").glob("c*.json"))) >= 2
+    assert _rows(root / "ans-n", "samples") == _rows(root / "ans-1", "samples")
+    assert _lines(root / "ans-n") == _lines(root / "ans-1")
+    assert chunked == single  # fractions recomputed from summed counts, not averaged
+    assert chunked["input_samples"] == chunked["kept"] + chunked["rejected"] == builds["chunked"]["samples"]
+    assert merge_answerability_stats([single]) == single
+
+
+def test_cot_in_chunks_matches_one_pass(builds: dict[str, Any], index: Path) -> None:
+    from ramp.pipelines.cot_builder import run_cot
+
+    root = builds["root"]
+    samples = root / "cot-samples"  # two of chunk 0's samples files: the teacher is the slow part
+    samples.mkdir()
+    for path in sorted((root / "chunked").glob("samples-*.c0000.parquet"))[:2]:
+        shutil.copy(path, samples / path.name)
+    config = load_config(CotConfig, "cot", ["teacher.kind=builtin", f"retriever.index={index}"])
+    single = run_cot(samples, root / "cot-1", config, chunk_mb=0)
+    half = sum(p.stat().st_size for p in samples.iterdir()) / 2 / 2**20
+    chunked = run_cot(samples, root / "cot-n", config, chunk_mb=half)
+    assert len(list((root / "cot-n" / ".chunks").glob("c*.json"))) >= 2
+    assert _rows(root / "cot-n", "trajectories") == _rows(root / "cot-1", "trajectories")
+    assert _lines(root / "cot-n") == _lines(root / "cot-1")
+    assert chunked == single and json.loads((root / "cot-n" / "stats.json").read_text()) == single
+    assert chunked["samples_in"] == chunked["kept"] + chunked["rejected"] == len(_rows(samples, "samples"))
+    assert cot_counts([single])["kept"] == single["kept"]

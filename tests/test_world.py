@@ -1,0 +1,84 @@
+"""The RAMP-effect world: deterministic; questions need two searches; chains need the earlier value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ramp.experiment.world import (
+    World,
+    dpr_rows,
+    generate_world,
+    unverified_chains,
+    unverified_questions,
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return generate_world(seed=3)
+
+
+@pytest.fixture(scope="module")
+def world_retriever(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from ramp.retrieval.indexing import build_index
+    from ramp.retrieval.lucene import LuceneRetriever
+
+    root = tmp_path_factory.mktemp("world")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in dpr_rows(world)))
+    build_index([corpus], root / "index", threads=1, shards=1, progress=False)
+    retriever = LuceneRetriever(root / "index", threads=1)
+    yield retriever
+    retriever.close()
+
+
+def test_world_is_deterministic(tmp_path: Path) -> None:
+    first = generate_world(seed=5).write(tmp_path / "a")
+    second = generate_world(seed=5).write(tmp_path / "b")
+    other = generate_world(seed=6).write(tmp_path / "c")
+    for name in first:
+        assert first[name].read_bytes() == second[name].read_bytes()
+    assert first["articles"].read_bytes() != other["articles"].read_bytes()
+
+
+def test_spans_point_at_their_values(world: World) -> None:
+    assert len(world.articles) == 6 + 24 + 60 + 30
+    for article in world.articles:
+        assert article.spans, article.id
+        for span in article.spans:
+            value = article.text[span.start : span.end]
+            assert value and value == value.strip()
+            if span.type != "entity":
+                assert any(ch.isdigit() for ch in value)
+
+
+def test_every_question_needs_both_searches(world: World, world_retriever: object) -> None:
+    assert {q.type for q in world.questions} == {"bridge", "comparison"}
+    assert unverified_questions(world, world_retriever) == []  # type: ignore[arg-type]
+
+
+def test_chained_masks_need_the_earlier_value(world: World, world_retriever: object) -> None:
+    assert len(world.chains) == 15
+    assert unverified_chains(world, world_retriever) == []  # type: ignore[arg-type]
+
+
+def test_verification_catches_a_one_hop_question(world: World, world_retriever: object) -> None:
+    bridge = next(q for q in world.questions if q.type == "bridge")
+    # Swapping the hops puts the answer in the first passage: one search would do.
+    broken = World(seed=world.seed, articles=world.articles)
+    broken.questions = [
+        type(bridge)(
+            **{
+                **bridge.__dict__,
+                "supporting_ids": bridge.supporting_ids[::-1],
+                "hop_queries": bridge.hop_queries[::-1],
+            }
+        )
+    ]
+    assert unverified_questions(broken, world_retriever) == [  # type: ignore[arg-type]
+        (bridge.id, "the answer is not a second-hop fact")
+    ]
