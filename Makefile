@@ -8,7 +8,7 @@ DEMO_INPUT ?= data/enwiki-sample-106-articles.xml.bz2
 PACKAGES := ramp $(wildcard pipelines pretrain finetune eval)
 SOURCES := $(PACKAGES) tests bench
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench bench-memory bench-gpu
 
 $(VENV)/.installed: pyproject.toml requirements/spacy-model.txt
 	python3 -m venv $(VENV)
@@ -33,10 +33,22 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/mypy $(PACKAGES)
 
+# Two processes, each test file kept on one (module fixtures such as the README workspace stay whole).
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_retrieval.py
 	$(PY) bench/bench_rollout.py
+	$(PY) bench/bench_pretrain.py
+	$(PY) bench/bench_rl.py
+	$(PY) bench/bench_eval.py
+
+# Long (about half an hour of CPU at its 80k point): peak memory of chunked `ramp data build`.
+bench-memory: setup
+	$(PY) bench/bench_memory.py
+
+# On a GPU machine: Megatron vs plain transformers, Qwen2.5-0.5B shape, bf16 (tokens/s and MFU).
+bench-gpu: setup
+	$(PY) bench/bench_pretrain_gpu.py
