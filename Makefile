@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 RAMP := $(VENV)/bin/ramp
 DEMO_OUT ?= runs/demo
 DEMO_INPUT ?= data/enwiki-sample-106-articles.xml.bz2
+DEMO_CONFIG ?= configs/demo/demo.yaml
+DEMO_ARGS ?=
 # Python sources: the library, its entry folders (installed as ramp.pipelines, ramp.pretrain, ...), tests, benchmarks.
 PACKAGES := ramp $(wildcard pipelines pretrain finetune eval)
 SOURCES := $(PACKAGES) tests bench
@@ -20,13 +22,12 @@ $(VENV)/.installed: pyproject.toml requirements/spacy-model.txt
 
 setup: $(VENV)/.installed
 
-# The bundled Wikipedia sample -> masked samples -> BM25 index of its passages -> answerable samples
-# -> verified CoT trajectories (built-in teacher, no LLM needed).
+# Every stage on the bundled data (configs/demo/demo.yaml): Wikipedia sample -> masked samples -> BM25 index
+# -> answerable samples -> verified trajectories -> tiny policy -> Megatron pretraining -> HF -> DAPO with the
+# mask-count curriculum -> HotpotQA fine-tuning -> evaluation -> MLflow. A rerun skips finished stages;
+# DEMO_ARGS=--force reruns them (DEMO_CONFIG=configs/demo/ci.yaml: the CI size, about two minutes).
 demo: setup
-	$(RAMP) data build --input $(DEMO_INPUT) --format xml --output $(DEMO_OUT)/samples
-	$(RAMP) index build --corpus $(DEMO_OUT)/samples --index $(DEMO_OUT)/index --overwrite
-	$(RAMP) data answerability --samples $(DEMO_OUT)/samples --index $(DEMO_OUT)/index --output $(DEMO_OUT)/answerable
-	$(RAMP) data cot --samples $(DEMO_OUT)/answerable --index $(DEMO_OUT)/index --output $(DEMO_OUT)/trajectories
+	$(RAMP) experiment demo --config $(DEMO_CONFIG) --output $(DEMO_OUT) --set input=$(DEMO_INPUT) $(DEMO_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check $(SOURCES)

@@ -4,7 +4,8 @@ Inputs of 5k, 20k and 80k passages are the bundled wiki-18 sample repeated with 
 Each build runs as its own process (``python -m ramp.pipelines.ramp_data``, 1 worker, default chunk size)
 and is measured by the kernel (``wait4``): peak RSS, and CPU seconds, so throughput is passages per CPU
 second (per core), which a busy machine disturbs far less than wall time. The baseline, in the same run, is
-today's single pass (``--chunk-mb 0``) on the same input.
+today's single pass (``--chunk-mb 0``) on the same input. The default config (``k_mix: balanced``) runs each
+chunk in two phases (spans, then masks with the corpus-wide counts; ``pipelines.chunks``).
 
     python bench/bench_memory.py [--sizes 5000 20000 80000] [--baseline-size 20000] [--chunk-mb 4] [--jobs 1]
 

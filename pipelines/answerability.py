@@ -23,7 +23,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
-from ramp.pipelines.chunks import ChunkedJob, merge_answerability_stats, run_input_files
+from ramp.pipelines.chunks import ChunkedJob, TwoPhase, merge_answerability_stats, run_input_files
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
 from ramp.pipelines.runner import counter_totals, pipeline_options
 from ramp.pipelines.samples_io import UNPARSEABLE, ReadSamples
@@ -136,10 +136,12 @@ class CheckAnswerabilityFn(beam.DoFn):
 
 
 class RedrawMasksFn(beam.DoFn):
-    """A checked sample -> its masks drawn again among its answerable spans, or ``unanswerable``."""
+    """A checked sample -> its masks drawn again among its answerable spans, or ``unanswerable``
+    (``k_mix: balanced``: P(k | m) from the counts of passages by m, a side input or ``passages_by_m``)."""
 
-    def __init__(self, data_config: DataConfig) -> None:
+    def __init__(self, data_config: DataConfig, passages_by_m: dict[int, int] | None = None) -> None:
         self.data_config = data_config
+        self.passages_by_m = passages_by_m
         self.templates: Any = None
 
     def setup(self) -> None:
@@ -149,7 +151,8 @@ class RedrawMasksFn(beam.DoFn):
 
     def process(self, sample: Sample, passages_by_m: dict[int, int] | None = None) -> Iterator[Any]:
         masking = self.data_config.masking
-        probabilities = k_probabilities(passages_by_m or {}, masking)
+        counts = self.passages_by_m if passages_by_m is None else passages_by_m
+        probabilities = k_probabilities(counts or {}, masking)
         result = redraw_sample(sample, masking, self.data_config.seed, self.templates, probabilities)
         if isinstance(result, Sample):
             Metrics.counter(METRICS_NAMESPACE, "kept").inc()
@@ -184,30 +187,59 @@ class CheckAnswerability(beam.PTransform):
         self.data_config = data_config or DataConfig()
 
     def expand(self, samples: Any) -> Any:
-        checked = samples | "SearchMasks" >> beam.ParDo(
-            CheckAnswerabilityFn(
-                self.retriever_config,
-                self.answerability_config,
-                not self.data_config.masking.one_per_sentence,
-            )
-        ).with_outputs(REJECTED, main=SAMPLES)
+        checked = samples | "SearchMasks" >> SearchMasks(
+            self.retriever_config, self.answerability_config, self.data_config
+        )
         if self.answerability_config.keep != "redraw":
             return checked
+        drawn = checked.samples | "Redraw" >> RedrawMasks(self.data_config)
+        rejected = (checked[REJECTED], drawn[REJECTED]) | "CheckRejected" >> beam.Flatten()
+        return _Outputs(drawn.samples, rejected)
+
+
+class SearchMasks(beam.PTransform):
+    """Samples -> tagged ``samples`` (every mask, with ``keep: redraw`` every eligible span, checked;
+    kept by the policy unless it redraws) and ``rejected``."""
+
+    def __init__(
+        self,
+        retriever_config: RetrieverConfig,
+        answerability_config: AnswerabilityConfig,
+        data_config: DataConfig,
+    ) -> None:
+        super().__init__()
+        self.retriever_config = retriever_config
+        self.answerability_config = answerability_config
+        self.data_config = data_config
+
+    def expand(self, samples: Any) -> Any:
+        hide_sentence_spans = not self.data_config.masking.one_per_sentence
+        check = CheckAnswerabilityFn(self.retriever_config, self.answerability_config, hide_sentence_spans)
+        return samples | "SearchMasks" >> beam.ParDo(check).with_outputs(REJECTED, main=SAMPLES)
+
+
+class RedrawMasks(beam.PTransform):
+    """Checked samples -> tagged ``samples`` (masks drawn again among the answerable spans) and
+    ``rejected``. With ``k_mix: balanced`` the passages are counted by m first (a side input), unless the
+    corpus-wide ``passages_by_m`` are given (chunks)."""
+
+    def __init__(self, data_config: DataConfig, passages_by_m: dict[int, int] | None = None) -> None:
+        super().__init__()
+        self.data_config, self.passages_by_m = data_config, passages_by_m
+
+    def expand(self, checked: Any) -> Any:
         masking = self.data_config.masking
-        redraw = RedrawMasksFn(self.data_config)
-        if masking.k_mix == "balanced":
+        redraw = RedrawMasksFn(self.data_config, self.passages_by_m)
+        if masking.k_mix == "balanced" and self.passages_by_m is None:
             allowed = (
-                checked.samples
+                checked
                 | "AllowedMasks" >> beam.Map(passage_allowance, masking, True)
                 | "CountByAllowed" >> beam.combiners.Count.PerElement()
             )
-            drawn = checked.samples | "Redraw" >> beam.ParDo(
-                redraw, beam.pvalue.AsDict(allowed)
-            ).with_outputs(REJECTED, main=SAMPLES)
-        else:
-            drawn = checked.samples | "Redraw" >> beam.ParDo(redraw).with_outputs(REJECTED, main=SAMPLES)
-        rejected = (checked[REJECTED], drawn[REJECTED]) | "CheckRejected" >> beam.Flatten()
-        return _Outputs(drawn.samples, rejected)
+            return checked | "Redraw" >> beam.ParDo(redraw, beam.pvalue.AsDict(allowed)).with_outputs(
+                REJECTED, main=SAMPLES
+            )
+        return checked | "Redraw" >> beam.ParDo(redraw).with_outputs(REJECTED, main=SAMPLES)
 
 
 class _Outputs:
@@ -218,6 +250,10 @@ class _Outputs:
 
     def __getitem__(self, tag: str) -> Any:
         return {SAMPLES: self.samples, REJECTED: self._rejected}[tag]
+
+
+def _sample_id(row: dict[str, Any]) -> str:
+    return str(row["sample_id"])
 
 
 # Columns a samples row must have non-null (the nullable=False fields of SAMPLE_SCHEMA).
@@ -262,9 +298,12 @@ class ParseSamplesFn(beam.DoFn):
 class WriteOutputs(beam.PTransform):
     """Kept samples -> ``samples-*.parquet``, rejections -> ``rejected-*.jsonl`` (deterministic shards)."""
 
-    def __init__(self, output_dir: str, num_shards: int) -> None:
+    def __init__(
+        self, output_dir: str, num_shards: int, prefixes: tuple[str, str] = (SAMPLES, REJECTED)
+    ) -> None:
         super().__init__()
         self.output_dir, self.num_shards = output_dir.rstrip("/"), num_shards
+        self.prefixes = prefixes
 
     def expand(self, outputs: tuple[Any, Any]) -> Any:
         samples, rejected = outputs
@@ -273,16 +312,25 @@ class WriteOutputs(beam.PTransform):
             | "SampleRows" >> beam.Map(lambda s: s.to_row())
             | "WriteSamples"
             >> WriteParquetShards(
-                f"{self.output_dir}/samples", SAMPLE_SCHEMA, self.num_shards, lambda r: r["sample_id"]
+                f"{self.output_dir}/{self.prefixes[0]}", SAMPLE_SCHEMA, self.num_shards, _sample_id
             )
         )
         written_rejected = rejected | "WriteRejected" >> WriteJsonlShards(
-            f"{self.output_dir}/rejected",
+            f"{self.output_dir}/{self.prefixes[1]}",
             self.num_shards,
             lambda r: f"{r.record_id}\t{r.stage}",
             Rejection.to_json,
         )
         return written_samples, written_rejected
+
+
+def read_samples(pipeline: beam.Pipeline, files: Sequence[str]) -> Any:
+    """Tagged ``samples`` (parsed) and ``rejected`` (``unparseable``) of samples files."""
+    return (
+        pipeline
+        | "ReadSamples" >> ReadSamples(files, with_source=True)
+        | "ParseSamples" >> beam.ParDo(ParseSamplesFn()).with_outputs(REJECTED, main=SAMPLES)
+    )
 
 
 def build_pipeline(
@@ -294,11 +342,7 @@ def build_pipeline(
     data_config: DataConfig | None = None,
 ) -> None:
     """Wire the answerability job into ``pipeline``."""
-    read = (
-        pipeline
-        | "ReadSamples" >> ReadSamples(files, with_source=True)
-        | "ParseSamples" >> beam.ParDo(ParseSamplesFn()).with_outputs(REJECTED, main=SAMPLES)
-    )
+    read = read_samples(pipeline, files)
     checked = read.samples | "CheckAnswerability" >> CheckAnswerability(
         retriever_config, answerability_config, data_config
     )
@@ -335,6 +379,16 @@ def run_answerability(
         check_leakage_guard(samples_dir, retriever_config, allow_foreign_index)
         manifest = read_samples_manifest(samples_dir)
         built_with = samples_data_config(manifest)
+        two_phase = None
+        if answerability_config.keep == "redraw" and built_with.masking.k_mix == "balanced":
+            two_phase = TwoPhase(  # P(k | m) from the whole input's counts, as in one pass
+                lambda part, out: search_chunk(
+                    part, out, retriever_config, answerability_config, built_with, workers, pipeline_args
+                ),
+                lambda first, prepared, totals, out: redraw_chunk(
+                    first, prepared, totals, out, answerability_config, built_with, workers, pipeline_args
+                ),
+            )
         job = ChunkedJob(
             "data answerability",
             output_dir,
@@ -353,6 +407,7 @@ def run_answerability(
             json.dumps(
                 [retriever_config.model_dump(mode="json"), answerability_config.model_dump(mode="json")]
             ),
+            two_phase,
         )
         stats = run_input_files(job, listed, chunk_mb, pipeline_args)
         if manifest:
@@ -366,6 +421,77 @@ def run_answerability(
     result.wait_until_finish()
     stats = answerability_stats(output_dir, counter_totals(result, METRICS_NAMESPACE), answerability_config)
     write_stats(output_dir, stats)
+    return stats
+
+
+# --- chunks with ``keep: redraw`` and ``k_mix: balanced``: search per chunk, then every chunk's redraw ---
+
+CHECKED = "checked"  # a first phase's checked samples: checked-*.parquet
+EARLY_REJECTED = "early-rejected"  # ... and its rejections so far: early-rejected-*.jsonl
+
+
+def _count_allowed(sample: Sample, masking: Any) -> Iterator[Any]:
+    Metrics.counter(METRICS_NAMESPACE, f"allowed_m{passage_allowance(sample, masking, True)}").inc()
+    return iter(())
+
+
+def search_chunk(
+    files: Sequence[str],
+    directory: str,
+    retriever_config: RetrieverConfig,
+    answerability_config: AnswerabilityConfig,
+    data_config: DataConfig,
+    workers: int = 1,
+    pipeline_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """First phase of a chunk: its samples checked (``checked-*.parquet``) and its rejections so far into
+    ``directory``; returns its passages counted by m (answerable spans), the job's counters and shards."""
+    clear_outputs(directory, ["*"])
+    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
+    read = read_samples(pipeline, files)
+    checked = read.samples | "CheckAnswerability" >> SearchMasks(
+        retriever_config, answerability_config, data_config
+    )
+    _ = checked.samples | "CountByAllowed" >> beam.FlatMap(_count_allowed, data_config.masking)
+    early = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
+    shards = max(1, len(files))
+    write = WriteOutputs(directory, shards, (CHECKED, EARLY_REJECTED))
+    _ = (checked.samples, early) | "WriteOutputs" >> write
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = counter_totals(result, METRICS_NAMESPACE)
+    by_m = {n.removeprefix("allowed_m"): c for n, c in counters.items() if n.startswith("allowed_m")}
+    others = {n: c for n, c in counters.items() if not n.startswith("allowed_m")}
+    return {"passages_by_m": dict(sorted(by_m.items())), "counters": others, "shards": shards}
+
+
+def redraw_chunk(
+    first: str,
+    prepared: dict[str, Any],
+    totals: dict[str, Any],
+    directory: str,
+    answerability_config: AnswerabilityConfig,
+    data_config: DataConfig,
+    workers: int = 1,
+    pipeline_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Second phase of a chunk: its checked samples (``first``) redrawn with the corpus-wide counts by m
+    (``totals``), into ``directory`` with all its rejections; its stats."""
+    clear_outputs(directory, OUTPUT_FILES)
+    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
+    checked = read_samples(pipeline, output_files(first, f"{CHECKED}-", ".parquet"))
+    early = (
+        pipeline
+        | "ReadRejected" >> ReadSamples(output_files(first, f"{EARLY_REJECTED}-", ".jsonl"))
+        | "Rejections" >> beam.Map(lambda row: Rejection(**row))
+    )
+    by_m = {int(m): n for m, n in totals["passages_by_m"].items()}
+    drawn = checked.samples | "Redraw" >> RedrawMasks(data_config, by_m)
+    rejected = (checked[REJECTED], early, drawn[REJECTED]) | "AllRejected" >> beam.Flatten()
+    _ = (drawn.samples, rejected) | "WriteOutputs" >> WriteOutputs(directory, prepared["shards"])
+    pipeline.run().wait_until_finish()
+    stats = answerability_stats(directory, prepared["counters"], answerability_config)
+    write_stats(directory, stats)
     return stats
 
 

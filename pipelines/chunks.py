@@ -16,6 +16,13 @@ the job's outputs in ``OUT`` (a half-written chunk, another run's layout) is del
 only on the input files and the chunk size, so outputs are byte-identical whatever the worker count.
 Remote runners (their shuffle is external), ``chunk_mb=0`` and inputs that fit in one chunk run in one pass
 with the single-pass layout (``samples-00003-of-00004.parquet``).
+
+A job whose draw depends on corpus-wide counts (``masking.k_mix: balanced``: P(k | m) from the counts of
+passages by m) runs its chunks in two phases (:class:`TwoPhase`), so chunked outputs equal one pass: first
+every chunk's expensive half (span finding, or the answerability search) into ``OUT/.chunks/c0007.first/``
+with its counts (marker ``c0007.first.json``, written last), then every chunk's draw with the counts summed
+over all chunks. A restart skips complete first phases too; a chunk's first phase is deleted once the chunk
+is complete (its counts stay in the chunk's marker).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from ramp.seeding import stable_seed
 DEFAULT_CHUNK_MB = 4.0  # input megabytes per chunk: about 6,000 wiki-18 passages, ~100 MB of pipeline state
 COMPRESSED_EXPANSION = 5  # a compressed input byte counts as this many (bz2/gzip text)
 CHUNKS_DIR = ".chunks"
+PREPARED = ".first"  # a two-phase chunk's first phase: OUT/.chunks/c0007.first/ and c0007.first.json
+PREPARED_KEY = "first_phase"  # its counts, kept in the chunk's marker
 STATS_FILE = "stats.json"
 
 log = logging.getLogger(__name__)
@@ -63,6 +72,22 @@ class ChunkedJob:
     run_part: Callable[[list[Any], str], Stats]
     merge: Callable[[list[Stats]], Stats]
     fingerprint: str
+    two_phase: TwoPhase | None = None
+
+
+@dataclass(frozen=True)
+class TwoPhase:
+    """A job whose draw needs corpus-wide counts (``masking.k_mix: balanced``), run in chunks in two phases.
+
+    ``prepare(part, directory)`` runs the expensive half over a chunk (e.g. span finding) into
+    ``directory`` and returns its counts (summed over the chunks by :func:`sum_stats`);
+    ``finish(prepared_dir, prepared, totals, directory)`` then runs the rest of the chunk from
+    ``prepared_dir`` with every chunk's ``totals`` into ``directory`` (the job's outputs and ``stats.json``)
+    and returns the chunk's stats. A chunk's prepared directory is kept until the chunk is complete.
+    """
+
+    prepare: Callable[[list[Any], str], Stats]
+    finish: Callable[[str, Stats, Stats, str], Stats]
 
 
 def chunk_bytes(chunk_mb: float | None) -> int:
@@ -210,41 +235,93 @@ def _run_parts(job: ChunkedJob, out: str, parts: list[list[Any]]) -> Stats:
     fingerprints = [part_fingerprint(job, part) for part in parts]
     markers = [_read_json(f"{chunks_dir}/{chunk_tag(i)}.json") for i in range(len(parts))]
     done = [_complete(m, fp, out) for m, fp in zip(markers, fingerprints, strict=True)]
+    if job.two_phase is not None:  # a chunk drawn in one phase (an older run) is redone
+        done = [ok and PREPARED_KEY in m for m, ok in zip(markers, done, strict=True)]
     keep = {f"{out}/{name}" for m, ok in zip(markers, done, strict=True) if ok for name in m["files"]}
     stale = [p for p in _matching(out, job.output_patterns) if p not in keep]
-    stale += [
-        p
-        for p in _matching(chunks_dir, ["c*"])
-        if posixpath.basename(p) not in {f"{chunk_tag(i)}.json" for i, ok in enumerate(done) if ok}
-    ]
+    kept_work = {f"{chunk_tag(i)}.json" for i, ok in enumerate(done) if ok}
+    if job.two_phase is not None:  # the complete first phases of incomplete chunks
+        for index, fingerprint in enumerate(fingerprints):
+            tag = chunk_tag(index)
+            marker = _read_json(f"{chunks_dir}/{tag}{PREPARED}.json")
+            if not done[index] and _complete(marker, fingerprint, f"{chunks_dir}/{tag}{PREPARED}"):
+                kept_work |= {f"{tag}{PREPARED}.json", f"{tag}{PREPARED}"}
+    stale += [p for p in _matching(chunks_dir, ["c*"]) if posixpath.basename(p) not in kept_work]
     if stale:
         FileSystems.delete(stale)
     if any(done):
         log.info("%s: %d of %d chunks already complete, skipped", job.name, sum(done), len(parts))
+    prepared = _prepare_parts(job, out, parts, fingerprints, markers, done)
+    totals = sum_stats(prepared) if job.two_phase is not None else {}
     stats: list[Stats] = []
     for index, part in enumerate(tqdm(parts, desc=f"{job.name} chunks", unit="chunk")):
         if done[index]:
             stats.append(markers[index]["stats"])
         else:
-            stats.append(_run_one(job, out, part, chunk_tag(index), fingerprints[index]))
+            tag, fingerprint = chunk_tag(index), fingerprints[index]
+            stats.append(_run_one(job, out, part, tag, fingerprint, (prepared[index], totals)))
     merged = job.merge(stats)
     _write_json(f"{out}/{STATS_FILE}", merged)
     return merged
 
 
-def _run_one(job: ChunkedJob, out: str, part: list[Any], tag: str, fingerprint: str) -> Stats:
-    """One chunk in its own directory; its files renamed into ``out``; its marker written last."""
+def _prepare_parts(
+    job: ChunkedJob,
+    out: str,
+    parts: list[list[Any]],
+    fingerprints: list[str],
+    markers: list[Any],
+    done: list[bool],
+) -> list[Stats]:
+    """The first phase of a two-phase job over every chunk (complete chunks and complete first phases
+    skipped): each chunk's counts, by chunk (empty for a one-phase job)."""
+    two_phase = job.two_phase
+    if two_phase is None:
+        return [{} for _ in parts]
+    chunks_dir = f"{out}/{CHUNKS_DIR}"
+    prepared: list[Stats | None] = []
+    for index, fingerprint in enumerate(fingerprints):
+        directory = f"{chunks_dir}/{chunk_tag(index)}{PREPARED}"
+        marker = markers[index] if done[index] else _read_json(f"{directory}.json")
+        ready = done[index] or _complete(marker, fingerprint, directory)
+        prepared.append(marker[PREPARED_KEY if done[index] else "stats"] if ready else None)
+    if any(p is not None for p in prepared):
+        count = sum(p is not None for p in prepared)
+        log.info("%s: first phase of %d of %d chunks already complete, skipped", job.name, count, len(parts))
+    todo = [i for i, p in enumerate(prepared) if p is None]
+    for index in tqdm(todo, desc=f"{job.name} chunks, first phase", unit="chunk"):
+        directory = f"{chunks_dir}/{chunk_tag(index)}{PREPARED}"
+        _delete_tree(directory)
+        stats = two_phase.prepare(parts[index], directory)
+        files = {posixpath.basename(p): s for p, s in sorted(_sizes(_matching(directory, ["*"])).items())}
+        _write_json(f"{directory}.json", {"fingerprint": fingerprints[index], "files": files, "stats": stats})
+        prepared[index] = stats
+    return [p for p in prepared if p is not None]
+
+
+def _run_one(
+    job: ChunkedJob, out: str, part: list[Any], tag: str, fingerprint: str, prepared: tuple[Stats, Stats]
+) -> Stats:
+    """One chunk in its own directory; its files renamed into ``out``; its marker written last (then the
+    first phase's directory of a two-phase job is deleted)."""
     work = f"{out}/{CHUNKS_DIR}/{tag}"
     _delete_tree(work)
-    stats = job.run_part(part, work)
+    first_phase = f"{work}{PREPARED}"
+    if job.two_phase is None:
+        stats = job.run_part(part, work)
+    else:
+        stats = job.two_phase.finish(first_phase, prepared[0], prepared[1], work)
     written = [p for p in _matching(work, job.output_patterns) if posixpath.basename(p) != STATS_FILE]
     targets = [f"{out}/{chunk_file_name(posixpath.basename(p), tag)}" for p in written]
     FileSystems.rename(written, targets)
     files = {posixpath.basename(p): s for p, s in sorted(_sizes(targets).items())}
-    _write_json(
-        f"{out}/{CHUNKS_DIR}/{tag}.json", {"fingerprint": fingerprint, "files": files, "stats": stats}
-    )
+    marker = {"fingerprint": fingerprint, "files": files, "stats": stats}
+    if job.two_phase is not None:
+        marker[PREPARED_KEY] = prepared[0]
+    _write_json(f"{out}/{CHUNKS_DIR}/{tag}.json", marker)
     _delete_tree(work)
+    if job.two_phase is not None:
+        FileSystems.delete([first_phase, f"{first_phase}.json"])
     return stats
 
 

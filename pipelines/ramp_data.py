@@ -14,8 +14,10 @@ runners (Dataflow, Flink, Spark) are chosen with ordinary Beam pipeline options.
 from __future__ import annotations
 
 import argparse
+import json
+import posixpath
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,10 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from ramp.pipelines.chunks import ChunkedJob, run_read_tasks, sum_stats
+from ramp.pipelines.chunks import ChunkedJob, TwoPhase, run_read_tasks, sum_stats
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
 from ramp.pipelines.runner import counter_totals, pipeline_options
+from ramp.pipelines.samples_io import ReadSamples
 
 from ramp.config import CONFIG_DIR, load_config
 from ramp.data.config import DataConfig
@@ -37,17 +40,19 @@ from ramp.data.sources import (
     INDEX_SUFFIXES,
     Article,
     SkippedPage,
+    TaggedPassage,
     decompressed_chunks,
     iter_lines,
     multistream_index_candidates,
     multistream_ranges,
     parse_article_line,
     parse_dpr_line,
+    passage_spans,
     read_jsonl,
     read_parquet,
     read_xml,
 )
-from ramp.data.spans import Span, prefilter, span_extractor
+from ramp.data.spans import Span, TaggedExtractor, prefilter, span_extractor
 from ramp.data.splitting import split_passages
 from ramp.data.stats import OUTPUT_FILES, compute_stats, output_files, write_stats
 from ramp.data.wikitext import wikitext_to_text
@@ -182,6 +187,11 @@ class SplitArticleFn(beam.DoFn):
             return
         ids = tuple(passage_id(article.article_id, n) for n in range(len(texts)))
         siblings = ids if cfg.masking.exclude == "article" else ()
+        if article.spans is not None:  # tagged input: each passage carries its own spans
+            tags = passage_spans(text, texts, article.spans)
+            for n, (pid, body) in enumerate(zip(ids, texts, strict=True)):
+                yield TaggedPassage(pid, article.article_id, article.title, body, n, tags[n]), siblings
+            return
         for n, (pid, body) in enumerate(zip(ids, texts, strict=True)):
             yield Passage(pid, article.article_id, article.title, body, n), siblings
 
@@ -246,7 +256,12 @@ class SpanBatchFn(beam.DoFn):
         self.extractor = span_extractor(self.config.spans)
 
     def process(self, batch: list[PassageTask]) -> Iterator[Any]:
-        found = self.extractor([p.text for p, _ in batch])
+        texts = [p.text for p, _ in batch]
+        if isinstance(self.extractor, TaggedExtractor):
+            found = self.extractor(texts, [getattr(p, "spans", None) for p, _ in batch])
+            batch = [(p.untagged() if isinstance(p, TaggedPassage) else p, s) for p, s in batch]
+        else:
+            found = self.extractor(texts)
         for name, count in self.extractor.drain_counts().items():
             Metrics.counter(METRICS_NAMESPACE, name).inc(count)
         for (passage, siblings), spans in zip(batch, found, strict=True):
@@ -261,10 +276,12 @@ class SpanBatchFn(beam.DoFn):
 
 
 class DrawMasksFn(beam.DoFn):
-    """``(passage, siblings, eligible spans)`` -> a sample row or a rejection; k by ``masking.k_mix``."""
+    """``(passage, siblings, eligible spans)`` -> a sample row or a rejection; k by ``masking.k_mix``
+    (``balanced``: P(k | m) from the counts of passages by m, a side input or the given ``passages_by_m``)."""
 
-    def __init__(self, config: DataConfig) -> None:
+    def __init__(self, config: DataConfig, passages_by_m: dict[int, int] | None = None) -> None:
         self.config = config
+        self.passages_by_m = passages_by_m
         self.templates: Any = None
 
     def setup(self) -> None:
@@ -275,7 +292,8 @@ class DrawMasksFn(beam.DoFn):
     def process(self, task: SpanTask, passages_by_m: dict[int, int] | None = None) -> Iterator[Any]:
         cfg = self.config
         passage, siblings, spans = task
-        probabilities = k_probabilities(passages_by_m or {}, cfg.masking)
+        counts = self.passages_by_m if passages_by_m is None else passages_by_m
+        probabilities = k_probabilities(counts or {}, cfg.masking)
         result = sample_from_spans(
             passage, siblings, spans, cfg.masking, cfg.seed, self.templates, probabilities
         )
@@ -287,7 +305,9 @@ class DrawMasksFn(beam.DoFn):
             yield result.to_row()
 
 
-class BuildSamples(beam.PTransform):
+class FindSpans(beam.PTransform):
+    """Passage tasks -> span tasks (main) and the pre-filter's and extractor's rejections."""
+
     def __init__(self, config: DataConfig) -> None:
         super().__init__()
         self.config = config
@@ -303,44 +323,76 @@ class BuildSamples(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
             | "FindSpans" >> beam.ParDo(SpanBatchFn(cfg)).with_outputs(REJECTED, main="spans")
         )
-        draw = DrawMasksFn(cfg)
-        if cfg.masking.k_mix == "balanced":
+        rejected = (kept[REJECTED], found[REJECTED]) | "SpanRejected" >> beam.Flatten()
+        return found.spans, rejected
+
+
+class DrawMasks(beam.PTransform):
+    """Span tasks -> tagged ``samples`` (rows) and ``rejected``. With ``k_mix: balanced`` the passages
+    are counted by m first (a side input), unless the corpus-wide ``passages_by_m`` are given (chunks)."""
+
+    def __init__(self, config: DataConfig, passages_by_m: dict[int, int] | None = None) -> None:
+        super().__init__()
+        self.config, self.passages_by_m = config, passages_by_m
+
+    def expand(self, spans: Any) -> Any:
+        cfg = self.config
+        draw = DrawMasksFn(cfg, self.passages_by_m)
+        if cfg.masking.k_mix == "balanced" and self.passages_by_m is None:
             allowed = (
-                found.spans
-                | "AllowedMasks" >> beam.Map(lambda t, c: allowed_masks(t[0].text, t[2], c), cfg.masking)
+                spans
+                | "AllowedMasks" >> beam.Map(_allowed, cfg.masking)
                 | "CountByAllowed" >> beam.combiners.Count.PerElement()
             )
-            masked = found.spans | "DrawMasks" >> beam.ParDo(draw, beam.pvalue.AsDict(allowed)).with_outputs(
+            return spans | "DrawMasks" >> beam.ParDo(draw, beam.pvalue.AsDict(allowed)).with_outputs(
                 REJECTED, main="samples"
             )
-        else:
-            masked = found.spans | "DrawMasks" >> beam.ParDo(draw).with_outputs(REJECTED, main="samples")
-        unmasked = (found[REJECTED], masked[REJECTED]) | "Unmasked" >> beam.Flatten()
-        return masked.samples, (kept[REJECTED], unmasked)
+        return spans | "DrawMasks" >> beam.ParDo(draw).with_outputs(REJECTED, main="samples")
+
+
+def _allowed(task: SpanTask, masking: Any) -> int:
+    return allowed_masks(task[0].text, task[2], masking)
+
+
+class BuildSamples(beam.PTransform):
+    def __init__(self, config: DataConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def expand(self, tasks: Any) -> Any:
+        found, filtered = tasks | "FindSpans" >> FindSpans(self.config)
+        masked = found | "Draw" >> DrawMasks(self.config)
+        return masked.samples, (filtered, masked[REJECTED])
 
 
 class WriteOutputs(beam.PTransform):
     """Deterministic shards (``pipelines.io``): samples and passages as Parquet, rejections as JSONL."""
 
-    def __init__(self, output_dir: str, config: DataConfig) -> None:
+    def __init__(self, output_dir: str, config: DataConfig, rejected_prefix: str = "rejected") -> None:
         super().__init__()
         self.output_dir, self.config = output_dir.rstrip("/"), config
+        self.rejected_prefix = rejected_prefix
 
-    def expand(self, outputs: tuple[Any, Any, Any]) -> Any:
-        samples, passages, rejected = outputs
+    def expand(self, outputs: dict[str, Any]) -> Any:
+        """``outputs``: ``samples`` (rows), ``passages`` and ``rejected``; a missing one is not written."""
+        samples, passages, rejected = (outputs.get(k) for k in ("samples", "passages", REJECTED))
         out, shards = self.output_dir, self.config.output.num_shards
         rows = self.config.output.row_group_rows
-        samples | "WriteSamples" >> WriteParquetShards(
-            f"{out}/samples", SAMPLE_SCHEMA, shards, _sample_id, row_group_rows=rows
-        )
-        (
-            passages
-            | "PassageRows" >> beam.Map(lambda p: p.to_row())
-            | "WritePassages"
-            >> WriteParquetShards(f"{out}/passages", PASSAGE_SCHEMA, shards, _passage_id, row_group_rows=rows)
-        )
+        if samples is not None:
+            samples | "WriteSamples" >> WriteParquetShards(
+                f"{out}/samples", SAMPLE_SCHEMA, shards, _sample_id, row_group_rows=rows
+            )
+        if passages is not None:
+            (
+                passages
+                | "PassageRows" >> beam.Map(lambda p: p.to_row())
+                | "WritePassages"
+                >> WriteParquetShards(
+                    f"{out}/passages", PASSAGE_SCHEMA, shards, _passage_id, row_group_rows=rows
+                )
+            )
         return rejected | "WriteRejected" >> WriteJsonlShards(
-            f"{out}/rejected", shards, _rejection_key, Rejection.to_json
+            f"{out}/{self.rejected_prefix}", shards, _rejection_key, Rejection.to_json
         )
 
 
@@ -356,6 +408,23 @@ def _rejection_key(rejection: Rejection) -> str:
     return "\x1f".join((rejection.record_id, rejection.stage, rejection.reason))
 
 
+def read_passages(
+    pipeline: beam.Pipeline, patterns: Sequence[str], config: DataConfig, tasks: Sequence[ReadTask] | None
+) -> tuple[Any, Any, list[Any]]:
+    """Passages, passage tasks (spread over workers) and the read/split rejections of the input."""
+    read = pipeline | "ReadRecords" >> ReadRecords(patterns, config, tasks)
+    rejected = [read[REJECTED]]
+    if config.source.format == "dpr":
+        passages = read.records
+        passage_tasks = passages | "GroupByArticle" >> GroupByArticle(config.masking.exclude)
+    else:
+        split = read.records | "SplitArticles" >> SplitArticles(config)
+        passage_tasks = split.passages
+        passages = passage_tasks | "Passages" >> beam.Map(lambda task: task[0])
+        rejected.append(split[REJECTED])
+    return passages, passage_tasks | "Spread" >> beam.Reshuffle(), rejected
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     patterns: Sequence[str],
@@ -364,20 +433,104 @@ def build_pipeline(
     tasks: Sequence[ReadTask] | None = None,
 ) -> None:
     """Wire the masking job into ``pipeline`` (reading ``tasks`` if given, else all of ``patterns``)."""
-    read = pipeline | "ReadRecords" >> ReadRecords(patterns, config, tasks)
-    rejected = [read[REJECTED]]
-    if config.source.format == "dpr":
-        passages = read.records
-        tasks = passages | "GroupByArticle" >> GroupByArticle(config.masking.exclude)
-    else:
-        split = read.records | "SplitArticles" >> SplitArticles(config)
-        tasks = split.passages
-        passages = tasks | "Passages" >> beam.Map(lambda task: task[0])
-        rejected.append(split[REJECTED])
-    tasks = tasks | "Spread" >> beam.Reshuffle()
-    samples, (filtered, unmasked) = tasks | "BuildSamples" >> BuildSamples(config)
+    passages, passage_tasks, rejected = read_passages(pipeline, patterns, config, tasks)
+    samples, (filtered, unmasked) = passage_tasks | "BuildSamples" >> BuildSamples(config)
     all_rejected = [*rejected, filtered, unmasked] | "AllRejected" >> beam.Flatten()
-    _ = (samples, passages, all_rejected) | "WriteOutputs" >> WriteOutputs(output_dir, config)
+    outputs = {"samples": samples, "passages": passages, REJECTED: all_rejected}
+    _ = outputs | "WriteOutputs" >> WriteOutputs(output_dir, config)
+
+
+# --- chunks with ``k_mix: balanced``: spans per chunk, then every chunk's masks with the summed counts ---
+
+SPANS = "spans"  # a first phase's span tasks: spans-*.jsonl
+EARLY_REJECTED = "early-rejected"  # ... and its rejections so far: early-rejected-*.jsonl
+
+
+def _span_task_json(task: SpanTask) -> str:
+    passage, siblings, spans = task
+    row = {"passage": asdict(passage), "siblings": list(siblings), "spans": [asdict(s) for s in spans]}
+    return json.dumps(row, ensure_ascii=False, sort_keys=True)
+
+
+def _span_task(row: dict[str, Any]) -> SpanTask:
+    return Passage(**row["passage"]), tuple(row["siblings"]), [Span(**s) for s in row["spans"]]
+
+
+def _count_allowed(task: SpanTask, masking: Any) -> Iterator[Any]:
+    Metrics.counter(METRICS_NAMESPACE, f"allowed_m{_allowed(task, masking)}").inc()
+    return iter(())
+
+
+def _run(pipeline: beam.Pipeline) -> dict[str, int]:
+    result = pipeline.run()
+    result.wait_until_finish()
+    return counter_totals(result, METRICS_NAMESPACE)
+
+
+def _skipped(counters: dict[str, int]) -> dict[str, int]:
+    return {n.removeprefix("skipped_"): c for n, c in counters.items() if n.startswith("skipped_")}
+
+
+def find_chunk_spans(
+    patterns: Sequence[str],
+    directory: str,
+    config: DataConfig,
+    tasks: Sequence[ReadTask],
+    workers: int = 1,
+    pipeline_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """First phase of a chunk: its passages (final ``passages-*.parquet``), span tasks (``spans-*.jsonl``)
+    and rejections so far into ``directory``; returns its passages counted by m and its skipped pages."""
+    clear_outputs(directory, ["*"])
+    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
+    passages, passage_tasks, rejected = read_passages(pipeline, patterns, config, tasks)
+    found, filtered = passage_tasks | "FindSpans" >> FindSpans(config)
+    _ = found | "CountByAllowed" >> beam.FlatMap(_count_allowed, config.masking)
+    shards = config.output.num_shards
+    _ = found | "WriteSpans" >> WriteJsonlShards(
+        f"{directory}/{SPANS}", shards, lambda t: t[0].passage_id, _span_task_json
+    )
+    early = [*rejected, filtered] | "EarlyRejected" >> beam.Flatten()
+    outputs = {"passages": passages, REJECTED: early}
+    _ = outputs | "WriteOutputs" >> WriteOutputs(directory, config, EARLY_REJECTED)
+    counters = _run(pipeline)
+    by_m = {n.removeprefix("allowed_m"): c for n, c in counters.items() if n.startswith("allowed_m")}
+    return {"passages_by_m": dict(sorted(by_m.items())), "skipped": _skipped(counters)}
+
+
+def draw_chunk_masks(
+    first: str,
+    prepared: dict[str, Any],
+    totals: dict[str, Any],
+    directory: str,
+    config: DataConfig,
+    workers: int = 1,
+    pipeline_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Second phase of a chunk: the masks of its span tasks (``first``) drawn with the corpus-wide
+    counts by m (``totals``), into ``directory`` with its passages and all its rejections; its stats."""
+    clear_outputs(directory, OUTPUT_FILES)
+    passages = output_files(first, "passages-", ".parquet")
+    FileSystems.copy(passages, [f"{directory}/{posixpath.basename(p)}" for p in passages])
+    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
+    spans = (
+        pipeline
+        | "ReadSpans" >> ReadSamples(output_files(first, f"{SPANS}-", ".jsonl"))
+        | "SpanTasks" >> beam.Map(_span_task)
+    )
+    early = (
+        pipeline
+        | "ReadRejected" >> ReadSamples(output_files(first, f"{EARLY_REJECTED}-", ".jsonl"))
+        | "Rejections" >> beam.Map(lambda row: Rejection(**row))
+    )
+    by_m = {int(m): n for m, n in totals["passages_by_m"].items()}
+    masked = spans | "Draw" >> DrawMasks(config, by_m)
+    rejected = (early, masked[REJECTED]) | "AllRejected" >> beam.Flatten()
+    _ = {"samples": masked.samples, REJECTED: rejected} | "WriteOutputs" >> WriteOutputs(directory, config)
+    _run(pipeline)
+    stats = compute_stats(directory, prepared["skipped"])
+    write_stats(directory, stats)
+    return stats
 
 
 def run_build(
@@ -394,6 +547,14 @@ def run_build(
     over its read ``tasks``."""
     if tasks is None:
         source = config.source
+        two_phase = None
+        if config.masking.k_mix == "balanced":  # P(k | m) from the whole corpus's counts, as in one pass
+            two_phase = TwoPhase(
+                lambda part, out: find_chunk_spans(patterns, out, config, part, workers, pipeline_args),
+                lambda first, prepared, totals, out: draw_chunk_masks(
+                    first, prepared, totals, out, config, workers, pipeline_args
+                ),
+            )
         job = ChunkedJob(
             "data build",
             output_dir,
@@ -401,6 +562,7 @@ def run_build(
             lambda part, out: run_build(patterns, out, config, workers, pipeline_args, tasks=part),
             sum_stats,
             config.model_dump_json(),
+            two_phase,
         )
         planned = plan_read_tasks(patterns, source.format, source.streams_per_task)
         whole = config.masking.exclude == "article"
@@ -410,14 +572,7 @@ def run_build(
     clear_outputs(output_dir, OUTPUT_FILES)
     pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
     build_pipeline(pipeline, patterns, output_dir, config, tasks)
-    result = pipeline.run()
-    result.wait_until_finish()
-    skipped = {
-        name.removeprefix("skipped_"): count
-        for name, count in counter_totals(result, METRICS_NAMESPACE).items()
-        if name.startswith("skipped_")
-    }
-    stats = compute_stats(output_dir, skipped)
+    stats = compute_stats(output_dir, _skipped(_run(pipeline)))
     write_stats(output_dir, stats)
     return stats
 
@@ -461,6 +616,4 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
-
     print(json.dumps(run(), indent=2))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from ramp.train.checkpoint import (
     LATEST_FILE,
@@ -366,7 +367,8 @@ class Trainer:
         tracker = _Tracker(cfg, self.config_text, start) if self.logging_rank else None
         try:
             stop = min(cfg.train.stop_at or cfg.train.steps, cfg.train.steps)
-            for step in range(start, stop):
+            bar = tqdm(range(start, stop), "train", total=stop, initial=start, disable=not self.logging_rank)
+            for step in bar:
                 lr = cosine_lr(
                     step,
                     lr=cfg.optim.lr,
@@ -391,6 +393,7 @@ class Trainer:
                     timing["tokens"] += tokens
                     timing["seconds"] += seconds
                 losses[step + 1] = loss
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if tracker is not None and ((step + 1) % cfg.tracking.log_interval == 0 or step + 1 == stop):
                     metrics = {
                         "loss": loss,

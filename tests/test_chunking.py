@@ -7,7 +7,9 @@ wiki-18 lines plus an unparseable line and a blank line, cut into three chunks o
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,9 +41,6 @@ from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig
 from ramp.retrieval.indexing import build_index, iter_documents, resolve_corpus
 
 CHUNK_MB = 0.045  # ~47 KB: the 136 KB input makes three chunks
-# ``k_mix: balanced`` evens k out over what one pipeline run sees (in chunks: each chunk), so only
-# ``uniform`` gives the very same masks in chunks as in one pass.
-OVERRIDES = ["masking.k_mix=uniform"]
 
 
 def _tree(directory: Path) -> dict[str, bytes]:
@@ -74,7 +73,7 @@ def build_input(wiki18_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -
 def builds(build_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The same input built in one pass and in chunks."""
     root = tmp_path_factory.mktemp("chunk-builds")
-    config = load_data_config(None, "dpr", OVERRIDES)
+    config = load_data_config(None, "dpr", [])  # the default config: k_mix balanced, two phases in chunks
     single = run_build([str(build_input)], str(root / "single"), config, chunk_mb=0)
     chunked = run_build([str(build_input)], str(root / "chunked"), config, chunk_mb=CHUNK_MB)
     return {"root": root, "config": config, "single": single, "chunked": chunked}
@@ -142,25 +141,36 @@ def test_readers_read_the_chunked_layout(builds: dict[str, Any]) -> None:
     assert loaded.num_rows == stats["samples"]
 
 
-def test_a_killed_run_restarts_where_it_stopped(builds: dict[str, Any], build_input: Path) -> None:
-    out = builds["root"] / "killed"
+@pytest.mark.parametrize("kill_at", ["c0000.first.json", "c0000.json"])
+def test_a_killed_run_restarts_where_it_stopped(
+    builds: dict[str, Any], build_input: Path, kill_at: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed once chunk 0's first phase (span finding) is complete, or once chunk 0 is complete (every
+    first phase done): the restart skips what was complete and ends with the same files."""
+    out = builds["root"] / f"killed-{kill_at}"
     command = [sys.executable, "-m", "ramp.pipelines.ramp_data", "--input", str(build_input), "--format"]
-    command += ["dpr", "--output", str(out), "--chunk-mb", str(CHUNK_MB), "--set", *OVERRIDES]
+    command += ["dpr", "--output", str(out), "--chunk-mb", str(CHUNK_MB)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while not (out / ".chunks" / "c0000.json").exists():
-            assert process.poll() is None and time.monotonic() < deadline, "chunk 0 never completed"
+        deadline = time.monotonic() + 900  # a guard against a hang only: a loaded machine is slow
+        while not (out / ".chunks" / kill_at).exists():
+            assert process.poll() is None and time.monotonic() < deadline, f"{kill_at} never written"
             time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
     assert not (out / "stats.json").exists()
     first = {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")}
+    caplog.set_level(logging.INFO, logger="ramp.pipelines.chunks")
     stats = run_build([str(build_input)], str(out), builds["config"], chunk_mb=CHUNK_MB)
     assert _tree(out) == _tree(builds["root"] / "chunked")  # same files, same bytes
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")} == first  # chunk 0 was skipped
+    if kill_at == "c0000.json":
+        assert first and {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")} == first  # skipped
+        assert "first phase of 3 of 3 chunks already complete" in caplog.text
+    else:
+        assert re.search(r"first phase of [12] of 3 chunks already complete", caplog.text)
     assert stats == builds["chunked"]
+    assert stats["input_records"] == stats["samples"] + stats["rejected"]
 
 
 def test_half_written_chunks_are_redone(builds: dict[str, Any], build_input: Path) -> None:
@@ -192,14 +202,18 @@ def index(builds: dict[str, Any]) -> Path:
     return path
 
 
-def test_answerability_in_chunks_matches_one_pass(builds: dict[str, Any], index: Path) -> None:
+@pytest.mark.parametrize("keep", ["redraw", "any_answerable"])
+def test_answerability_in_chunks_matches_one_pass(builds: dict[str, Any], index: Path, keep: str) -> None:
+    """``redraw`` (the default, with the samples' ``k_mix: balanced``) runs chunks in two phases."""
     samples, root = str(builds["root"] / "chunked"), builds["root"]
-    args = (RetrieverConfig(index=str(index), threads=1), AnswerabilityConfig(keep="any_answerable"))
-    single = run_answerability(samples, str(root / "ans-1"), *args, chunk_mb=0)
-    chunked = run_answerability(samples, str(root / "ans-n"), *args, chunk_mb=_third(builds))
-    assert len(list((root / "ans-n" / ".chunks").glob("c*.json"))) >= 2
-    assert _rows(root / "ans-n", "samples") == _rows(root / "ans-1", "samples")
-    assert _lines(root / "ans-n") == _lines(root / "ans-1")
+    args = (RetrieverConfig(index=str(index), threads=1), AnswerabilityConfig.model_validate({"keep": keep}))
+    single = run_answerability(samples, str(root / f"ans-1-{keep}"), *args, chunk_mb=0)
+    chunked = run_answerability(samples, str(root / f"ans-n-{keep}"), *args, chunk_mb=_third(builds))
+    one, many = root / f"ans-1-{keep}", root / f"ans-n-{keep}"
+    assert len(list((many / ".chunks").glob("c*.json"))) >= 2
+    assert not list((many / ".chunks").glob("*.first*"))  # first phases removed once their chunk is done
+    assert _rows(many, "samples") == _rows(one, "samples")
+    assert _lines(many) == _lines(one)
     assert chunked == single  # fractions recomputed from summed counts, not averaged
     assert chunked["input_samples"] == chunked["kept"] + chunked["rejected"] == builds["chunked"]["samples"]
     assert merge_answerability_stats([single]) == single

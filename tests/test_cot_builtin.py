@@ -123,7 +123,7 @@ def test_rerun_is_identical_and_bad_rows_are_dead_lettered(samples, config, luce
     assert [o.to_row() if isinstance(o, Trajectory) else o for o in again[:20]] == [
         o.to_row() if isinstance(o, Trajectory) else o for o in outputs[:20]
     ]
-    assert [(r.record_id, r.reason) for r in again[20:]] == [
+    assert [(r.record_id, r.reason) for r in again[20:] if isinstance(r, Rejection)] == [
         ("broken", "bad_sample"),
         ("row:21", "bad_sample"),
     ]
@@ -223,3 +223,68 @@ def test_the_teacher_never_sees_answers_mask_texts_or_the_passage(samples, confi
     assert all(
         h.answers != g.answers and h.passage != g.passage for h, g in zip(honest, garbage, strict=True)
     )
+
+
+# --- chained masks: a later mask's query shows the fills already read ------------------------------
+
+CHAIN_DOCS = {
+    "source": '"Velorian Trust"\nThe Velorian Trust is a charity in Harlow. Its founder, Oswin Tarrowby, '
+    "was born in Kelmsworth.",
+    "trust": '"Velorian Trust"\nThe Velorian Trust is a charity in Harlow. Its founder was Oswin Tarrowby, '
+    "a lawyer who left it his estate.",
+    "oswin": '"Oswin Tarrowby"\nOswin Tarrowby was an English lawyer. Oswin Tarrowby was born in Kelmsworth. '
+    "He studied in London.",
+    "quill": '"Mara Quill"\nMara Quill was born in Dunmore.',
+}
+
+
+@pytest.fixture(scope="module")
+def chain_index(tmp_path_factory: pytest.TempPathFactory):
+    import json
+
+    from ramp.retrieval.indexing import build_index
+
+    root = tmp_path_factory.mktemp("chain")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"id": i, "contents": c}) + "\n" for i, c in CHAIN_DOCS.items()), encoding="utf-8"
+    )
+    build_index([corpus], root / "index", threads=1, progress=False)
+    return root / "index"
+
+
+def test_a_chained_sample_is_verified_only_thanks_to_the_substitution(chain_index):
+    """Mask 2's sentence names no one until mask 1's fill (the founder) is put back into it."""
+    from ramp.data.samples import Mask, mask_text
+
+    passage = CHAIN_DOCS["source"].partition("\n")[2]
+    spans = [(passage.index(t), passage.index(t) + len(t)) for t in ("Oswin Tarrowby", "Kelmsworth")]
+    masked = mask_text(passage, spans)
+    sample = Sample(
+        sample_id="chain",
+        passage_id="source",
+        article_id="source",
+        title="Velorian Trust",
+        passage=passage,
+        masked_passage=masked,
+        masks=tuple(Mask(passage[a:b], "entity", "X", a, b) for a, b in spans),
+        exclude_doc_ids=("source",),
+        prompt="",
+        answers=tuple(passage[a:b] for a, b in spans),
+    )
+    outcomes = {}
+    for chain in (True, False):
+        overrides = [f"retriever.index={chain_index}", "search.top_k=1", f"builtin.chain={chain}"]
+        config = load_config(CotConfig, "cot", overrides)
+        builder = TrajectoryBuilder.from_config(config)
+        try:
+            [outcomes[chain]] = builder.build([sample.to_row()])
+        finally:
+            builder.close()
+    chained, plain = outcomes[True], outcomes[False]
+    assert isinstance(chained, Trajectory), chained
+    assert chained.fills == ("Oswin Tarrowby", "Kelmsworth")
+    assert any("Oswin Tarrowby" in q for q in chained.queries)  # mask 2's search names the founder
+    assert "oswin" in {d for ids in chained.retrieved_doc_ids for d in ids}
+    assert isinstance(plain, Rejection) and plain.reason == "not_verified"
+    assert "Kelmsworth" not in plain.payload.split('"fills"')[1].split('"golds"')[0]

@@ -122,6 +122,10 @@ RECIPE_MODELS = {
     "rl": "ramp.rl.config:RLConfig",
     "eval": "ramp.qa.config:EvalConfig",
     "pretrain": "ramp.train.config:PretrainConfig",
+    "experiment/ramp_effect": "ramp.experiment.ramp_effect:RampEffectConfig",
+    "experiment/ramp_effect_tiny": "ramp.experiment.ramp_effect:RampEffectConfig",
+    "demo/demo": "ramp.experiment.demo:DemoConfig",
+    "demo/ci": "ramp.experiment.demo:DemoConfig",
 }
 
 
@@ -139,4 +143,5 @@ def test_every_recipe_validates(recipe, model_path):
 def test_every_recipe_has_a_model():
     from ramp.config import CONFIG_DIR
 
-    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == set(RECIPE_MODELS)
+    found = {p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
+    assert found == set(RECIPE_MODELS)

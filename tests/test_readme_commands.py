@@ -63,17 +63,34 @@ ONE_TINY_RL_STEP = (
 REMOTE = "needs a remote Beam runner and a cloud bucket; the same job runs on the local runner above"
 
 ENTRIES = [
+    # The Makefile target with the data stages only (the later entries need them); every stage of it, at
+    # CI size, runs in tests/test_demo.py.
     Entry(
         "make-demo",
         "make demo",
-        ("make demo -o {venv}/.installed VENV={venv} DEMO_OUT=runs/demo DEMO_INPUT={small_dump}",),
+        (
+            "make demo -o {venv}/.installed VENV={venv} DEMO_OUT=runs/demo DEMO_INPUT={small_dump}"
+            " DEMO_ARGS='--only samples --only index --only answerable --only trajectories'",
+        ),
         writes=(
             "runs/demo/samples/samples-*.parquet",
             "runs/demo/index/ramp-manifest.json",
             "runs/demo/answerable/stats.json",
             "runs/demo/trajectories/trajectories-*.parquet",
+            "runs/demo/.stages/trajectories.json",
         ),
-        says=("verified yield",),
+        says=("verified yield", "trajectories  done"),
+    ),
+    Entry(  # two quick stages of the demo, forced (the whole demo: tests/test_demo.py)
+        "experiment-demo",
+        "ramp experiment demo --config configs/demo/demo.yaml [--output runs/demo] [--force] [--only STAGE]"
+        " [--set KEY=VALUE]",
+        (
+            "ramp experiment demo --config configs/demo/demo.yaml --output runs/demo --force"
+            " --only eval-corpus --only eval-index --set workers=1",
+        ),
+        writes=("runs/demo/eval/index/ramp-manifest.json", "runs/demo/.stages/eval-index.json"),
+        says=("521 passages", "eval-index    done"),
     ),
     Entry("make-test", "make test", skip="this test runs inside `make test`"),
     Entry(
@@ -360,6 +377,23 @@ ENTRIES = [
         writes=("runs/eval/compare/compare.md", "runs/eval/compare/compare.png"),
         says=("ramp-rl",),
         needs=("eval-builtin", "eval-rl"),
+    ),
+    Entry(
+        "pretrain-init",
+        "ramp pretrain init --corpus runs/samples --output runs/init [--tokenizer word] [--vocab-size N]"
+        " [--set model.hidden_size=64]",
+        (
+            "ramp pretrain init --corpus data/wiki18-sample-1000.jsonl --output runs/init --tokenizer word"
+            " --vocab-size 3000 --set model.hidden_size=32 --set model.intermediate_size=64",
+        ),
+        writes=("runs/init/config.json", "runs/init/tokenizer.json", "runs/init/ramp-init.json"),
+        says=('"tokenizer": "word"',),
+    ),
+    Entry(
+        "experiment-ramp-effect",
+        "ramp experiment ramp-effect --config configs/experiment/ramp_effect.yaml [--output DIR] [--seeds N]",
+        skip="the full run takes about half an hour on 2 cores; tests/test_experiment.py runs its engine "
+        "end to end at tiny size (configs/experiment/ramp_effect_tiny.yaml) and reruns it",
     ),
     Entry("dataflow", DATAFLOW, skip=REMOTE),
     Entry(

@@ -82,3 +82,32 @@ def test_verification_catches_a_one_hop_question(world: World, world_retriever: 
     assert unverified_questions(broken, world_retriever) == [  # type: ignore[arg-type]
         (bridge.id, "the answer is not a second-hop fact")
     ]
+
+
+def test_lookups_find_their_values_elsewhere(world: World, world_retriever: object) -> None:
+    text = {a.id: a.text for a in world.articles}
+    assert world.lookups
+    queries = [x.query for x in world.lookups]
+    hits = world_retriever.search(  # type: ignore[attr-defined]
+        queries, k=3, exclude_doc_ids=[[f"{x.article_id}#0"] for x in world.lookups]
+    )
+    missed = [
+        x
+        for x, found in zip(world.lookups, hits, strict=True)
+        if f"{x.source_id}#0" not in {h.doc_id for h in found}
+    ]
+    for lookup in world.lookups:
+        assert lookup.value not in lookup.query and lookup.value in text[lookup.source_id]
+        assert lookup.value in text[lookup.article_id] and lookup.source_id != lookup.article_id
+    assert len(missed) <= len(world.lookups) // 20, missed[:3]  # the oracle rejects the rare miss
+
+
+def test_question_split_is_seeded_and_disjoint(world: World) -> None:
+    from ramp.experiment.world import split_questions
+
+    train, test = split_questions(world, 10, 40, seed=1)
+    assert (train, test) == split_questions(world, 10, 40, seed=1)
+    assert not {q.id for q in train} & {q.id for q in test} and len(train) + len(test) == 50
+    assert train != split_questions(world, 10, 40, seed=2)[0]
+    with pytest.raises(ValueError, match="questions asked"):
+        split_questions(world, len(world.questions), 1)

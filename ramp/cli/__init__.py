@@ -24,6 +24,7 @@ from typer._click.exceptions import (  # typer >= 0.29 vendors click
 from ramp.cli.cot import cot_command
 from ramp.cli.data import data_app
 from ramp.cli.eval import eval_app
+from ramp.cli.experiment import experiment_app
 from ramp.cli.finetune import finetune_app
 from ramp.cli.index import index_app
 from ramp.cli.options import BEAM_COMMAND
@@ -49,6 +50,7 @@ app.add_typer(
     name="pretrain",
     help="Megatron-core RAMP pretraining: shards, training, conversion, launch.",
 )
+app.add_typer(experiment_app, name="experiment", help="End to end: the demo and the RAMP-effect experiment.")
 app.command("serve-retriever")(serve_retriever_command)
 data_app.command("cot", context_settings=BEAM_COMMAND)(cot_command)
 

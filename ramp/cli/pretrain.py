@@ -139,3 +139,33 @@ def check_conversion_command(
     typer.echo(json.dumps(report, sort_keys=True))
     if not report["ok"]:
         raise typer.Exit(1)
+
+
+@pretrain_app.command("init")
+def init_command(
+    corpus: Annotated[
+        list[str],
+        typer.Option("--corpus", help="Corpus file or directory (.jsonl, .parquet, text); repeatable."),
+    ],
+    output: Annotated[str, typer.Option("--output", help="Output Hugging Face directory.")],
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", help="bpe (byte-level BPE) or word (word-level).")
+    ] = "bpe",
+    vocab_size: Annotated[
+        int, typer.Option("--vocab-size", help="The most tokens the tokenizer learns.")
+    ] = 4000,
+    overrides: Overrides = None,
+) -> None:
+    """Train a tokenizer on the corpus and write it with a random Qwen2 (sizes from --set model.*)."""
+    from ramp.config import ConfigError, load_config
+    from ramp.train.init import InitConfig, init_policy
+
+    try:
+        cfg = load_config(
+            InitConfig, None, overrides or [], {"tokenizer": tokenizer, "vocab_size": vocab_size}
+        )
+        summary = init_policy(corpus, output, cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, sort_keys=True))

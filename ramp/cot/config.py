@@ -46,10 +46,14 @@ class BuiltinTeacherConfig(StrictModel):
     decay: float = Field(default=0.15, ge=0.0)  # context weight 1 / (1 + decay * (distance - 1))
     cross_side: float = Field(default=0.5, ge=0.0, le=1.0)  # a context word found on the other side
     anchor_weight: float = Field(default=1.0, ge=0.0)  # per exact neighbour token repeated by the hit
+    hit_score_power: float = Field(default=0.0, ge=0.0)  # occurrences weighted by (BM25 / best) ** this
     agreement: float = Field(default=1.0, ge=0.0)  # weight of a candidate's further occurrences
     agreement_cap: float = Field(default=5.0, ge=0.0)  # ... at most this many times its best one
     part_weight: float = Field(default=0.7, ge=0.0, le=1.0)  # a shorter part of a capitalised run
     read_chars: int | None = Field(default=None, ge=50)  # None: read the hits as the search env shows them
+    chain: bool = True  # a mask's query shows the fills already read for the other masks
+    chain_reading: bool = False  # ... and so does its reading context (a second pass over the hits)
+    min_query_words: int = Field(default=4, ge=0)  # fewer content words: add the neighbouring sentence
 
 
 class LoopConfig(StrictModel):

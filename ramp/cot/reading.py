@@ -26,12 +26,13 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ramp.agent.protocol import shown_text
 from ramp.cot.config import BuiltinTeacherConfig
 from ramp.data.answerability import mask_query as mask_query  # the one mask query; teachers import it here
 from ramp.data.samples import MASK_TOKEN
+from ramp.data.splitting import sentence_spans
 from ramp.retrieval.base import Hit
 from ramp.text import STOP_WORDS, Profile, normalize_cached
 
@@ -120,6 +121,35 @@ def mask_windows(masked_passage: str, window: int) -> list[tuple[list[str], list
             positions.append(len(tokens))
             tokens.append(MASK_TOKEN)
     return [(tokens[max(0, p - window) : p], tokens[p + 1 : p + 1 + window]) for p in positions]
+
+
+def substitute_fills(masked_passage: str, fills: dict[int, str], keep: int) -> tuple[str, int]:
+    """``masked_passage`` with mask ``j`` replaced by ``fills[j]`` (every ``j`` but ``keep``), and the
+    index of mask ``keep`` among the masks left: the chained text a later mask's query is built from."""
+    pieces = masked_passage.split(MASK_TOKEN)
+    out, left = [pieces[0]], 0
+    for j, piece in enumerate(pieces[1:]):
+        fill = fills.get(j) if j != keep else None
+        if fill is None:
+            left += j < keep
+        out += [fill if fill is not None else MASK_TOKEN, piece]
+    return "".join(out), left
+
+
+def neighbour_sentence(masked_passage: str, index: int) -> str:
+    """The sentence before mask ``index``'s sentence (after it, for the first) with masks removed."""
+    spans = sentence_spans(masked_passage)
+    pieces = masked_passage.split(MASK_TOKEN)
+    at = sum(len(p) + len(MASK_TOKEN) for p in pieces[: index + 1]) - len(MASK_TOKEN)
+    own = next((i for i, (a, b) in enumerate(spans) if a <= at < b), None)
+    if own is None or len(spans) < 2:
+        return ""
+    a, b = spans[own - 1] if own > 0 else spans[own + 1]
+    return " ".join(masked_passage[a:b].replace(MASK_TOKEN, " ").split())
+
+
+def content_word_count(text: str) -> int:
+    return sum(_is_content(t) for t in _lower_tokens(text))
 
 
 def context_query(masked_passage: str, index: int, context_words: int) -> str:
@@ -264,9 +294,16 @@ def read_mask(
     """The best-supported fill for one mask (see the module docstring), or None without candidates.
 
     ``left``/``right``: the mask's lowercase context tokens (:func:`mask_windows`); ``visible``: the
-    masked passage, whose spans are not candidates (unless exactly aligned). Ties go to the shorter,
-    then the first seen fill.
+    masked passage, whose spans are not candidates (unless exactly aligned).
     """
+    readings = candidate_readings(hits, left, right, visible, config)
+    return readings[0] if readings else None
+
+
+def candidate_readings(
+    hits: Sequence[Hit], left: Sequence[str], right: Sequence[str], visible: str, config: BuiltinTeacherConfig
+) -> list[Reading]:
+    """Every candidate fill for one mask, best supported first (ties: the shorter, then the first seen)."""
     w = config.window
     near_left = list(reversed(left[-w:]))
     near_right = list(right[:w])
@@ -281,6 +318,7 @@ def read_mask(
     document_frequency = Counter(t.lower() for tokens in tokenized for t in {tok for tok, _, _ in tokens})
     common = {tok for tokens in tokenized for tok, _, _ in tokens if tok[:1].islower()}
     idf = {t: math.log(1 + len(hits) / df) for t, df in document_frequency.items()}
+    top_score = max((hit.score for hit in hits), default=0.0)
 
     support: dict[str, list[float]] = {}
     first_seen: dict[str, Reading] = {}
@@ -330,6 +368,8 @@ def read_mask(
             score += config.anchor_weight * anchors
             if cand.part:
                 score *= config.part_weight
+            if config.hit_score_power and top_score > 0:
+                score *= (max(hit.score, 0.0) / top_score) ** config.hit_score_power
             support.setdefault(key, []).append(score)
             if key not in first_seen:
                 lo, hi = max(0, s - w), min(len(tokens), e + w) - 1
@@ -339,13 +379,11 @@ def read_mask(
                     evidence=" ".join(text[tokens[lo][1] : tokens[hi][2]].split()),
                     doc_id=hit.doc_id,
                 )
-    if not support:
-        return None
 
     def total(key: str) -> float:
         best, *others = sorted(support[key], reverse=True)
         return best + config.agreement * min(sum(others), config.agreement_cap * best)
 
-    key = max(support, key=lambda k: (total(k), -len(k)))  # dict order: first seen wins ties
-    reading = first_seen[key]
-    return Reading(fill=reading.fill, score=total(key), evidence=reading.evidence, doc_id=reading.doc_id)
+    totals = {key: total(key) for key in support}
+    ranked = sorted(support, key=lambda k: (-totals[k], len(k)))  # stable: first seen wins ties
+    return [replace(first_seen[key], score=totals[key]) for key in ranked]

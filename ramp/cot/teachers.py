@@ -18,7 +18,16 @@ from ramp.agent.backends.base import GenerationBackend, GenerationRequest, Gener
 from ramp.agent.rollout import PolicyError
 from ramp.cot.config import BuiltinTeacherConfig, TeacherConfig
 from ramp.cot.policy import Episode
-from ramp.cot.reading import Reading, context_query, mask_query, mask_windows, read_mask
+from ramp.cot.reading import (
+    Reading,
+    candidate_readings,
+    content_word_count,
+    context_query,
+    mask_query,
+    mask_windows,
+    neighbour_sentence,
+    substitute_fills,
+)
 from ramp.cot.roles import (
     ChatMessages,
     Observation,
@@ -138,10 +147,16 @@ class BuiltinTeacher:
         self.config, self.templates = config, templates
 
     def _queries(self, episode: Episode, index: int) -> list[str]:
-        """Mask ``index``'s queries: its sentence, then its nearest words."""
-        masked = episode.task.source
-        sentence = mask_query(masked, index, self.config.query_max_words)
-        near = context_query(masked, index, self.config.context_words)
+        """Mask ``index``'s queries: its sentence (with the neighbouring one when it has too few
+        content words), then its nearest words; the other masks' fills read so far are shown."""
+        c = self.config
+        fills: dict[int, str] = episode.scratch.get("fills", {}) if c.chain else {}
+        text, at = substitute_fills(episode.task.source, fills, index)
+        sentence = mask_query(text, at, c.query_max_words)
+        if content_word_count(sentence) < c.min_query_words:
+            extra = neighbour_sentence(text, at).split()[: max(0, c.query_max_words - len(sentence.split()))]
+            sentence = " ".join([sentence, *extra]) if extra else sentence
+        near = context_query(text, at, c.context_words)
         return [q for q in (sentence, near) if q]
 
     def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | PolicyError]:
@@ -165,12 +180,22 @@ class BuiltinTeacher:
 
     def _readings(self, episode: Episode) -> list[Reading | None]:
         """Per mask: the best-supported fill over every hit so far, or None without candidates."""
-        hits = episode.hits()
-        masked = episode.task.source
-        return [
-            read_mask(hits, left, right, masked, self.config)
-            for left, right in mask_windows(masked, self.config.window)
-        ]
+        return [cands[0] if cands else None for cands in self._candidates(episode)]
+
+    def _candidates(self, episode: Episode) -> list[list[Reading]]:
+        """Per mask: every candidate fill over every hit so far, best supported first."""
+        hits, masked, c = episode.hits(), episode.task.source, self.config
+        found = [candidate_readings(hits, lt, rt, masked, c) for lt, rt in mask_windows(masked, c.window)]
+        if not (c.chain_reading and len(found) > 1):
+            return found
+        searched = episode.scratch.get("searched", set())
+        fills = {j: cands[0].fill for j, cands in enumerate(found) if cands and j in searched}
+        chained = []
+        for index in range(len(found)):
+            text, at = substitute_fills(masked, fills, index)
+            left, right = mask_windows(text, c.window)[at]
+            chained.append(candidate_readings(hits, left, right, text, c))
+        return chained
 
     def observe(self, episodes: Sequence[Episode]) -> list[Observation | PolicyError]:
         return [self._observe(episode) for episode in episodes]
@@ -192,6 +217,7 @@ class BuiltinTeacher:
                 thoughts.append(
                     t.builtin_found.format(evidence=reading.evidence, index=index + 1, fill=reading.fill)
                 )
+        scratch["fills"] = {i: r.fill for i, r in enumerate(readings) if r is not None and i in searched}
         if readings[scratch["focus"]] is None:
             thoughts.append(t.builtin_missing.format(index=scratch["focus"] + 1))
         if unsearched:

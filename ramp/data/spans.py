@@ -109,8 +109,8 @@ def salient_span(text: str, start: int, end: int, label: str, kind: str, allow: 
     has_digit = any(ch.isdigit() for ch in span)
     if kind == "number" and not has_digit and not allow.number_words:
         return None
-    month_only = allow.month_dates and _MONTHS.search(span) is not None
-    if kind == "date" and not has_digit and not allow.vague_dates and not month_only:
+    vague = kind == "date" and not has_digit and not allow.vague_dates
+    if vague and not (allow.month_dates and _MONTHS.search(span) is not None):
         return None
     return Span(start, end, span, label, kind)
 
@@ -118,12 +118,15 @@ def salient_span(text: str, start: int, end: int, label: str, kind: str, allow: 
 def candidate_spans(doc: Any, config: SpanConfig) -> list[Span]:
     """Cleaned NER entities whose label maps to a mask type, in passage order."""
     types, text = config.label_types, doc.text  # Doc.text is rebuilt from the tokens on every access
-    found = (
-        salient_span(text, ent.start_char, ent.end_char, ent.label_, types[ent.label_], config)
-        for ent in doc.ents
-        if ent.label_ in types
-    )
-    return [span for span in found if span is not None]
+    found = []
+    for ent in doc.ents:
+        label = ent.label_
+        kind = types.get(label)
+        if kind is not None and (
+            span := salient_span(text, ent.start_char, ent.end_char, label, kind, config)
+        ):
+            found.append(span)
+    return found
 
 
 class SpacyExtractor:
@@ -144,6 +147,34 @@ class SpacyExtractor:
         self.nlp = None
 
 
+class TaggedExtractor:
+    """Spans tagged in the input rows (jsonl/parquet ``spans``, carried into passages by
+    :class:`ramp.data.sources.TaggedPassage`), cleaned by :func:`salient_span` like NER's."""
+
+    def __init__(self, config: SpanConfig) -> None:
+        self.config = config
+
+    def __call__(
+        self, texts: Sequence[str], tags: Sequence[Sequence[Any] | None] = ()
+    ) -> list[list[Span] | str]:
+        if len(tags) != len(texts):
+            raise ValueError("the tagged extractor needs each passage's tags (spans.extractor=tagged)")
+        out: list[list[Span] | str] = []
+        for text, spans in zip(texts, tags, strict=True):
+            if spans is None:
+                out.append("no tagged spans: spans.extractor=tagged needs jsonl or parquet rows with `spans`")
+                continue
+            cleaned = (salient_span(text, s.start, s.end, s.label, s.type, self.config) for s in spans)
+            out.append(sorted((s for s in cleaned if s is not None), key=lambda s: (s.start, s.end)))
+        return out
+
+    def drain_counts(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
 class SpanExtractor(Protocol):
     """Passages -> their cleaned candidate spans, or a reason (str) when a passage could not be read."""
 
@@ -157,7 +188,9 @@ class SpanExtractor(Protocol):
 
 
 def span_extractor(config: SpanConfig) -> SpanExtractor:
-    """The extractor ``spans.extractor`` names: ``spacy`` (default) or ``llm``."""
+    """The extractor ``spans.extractor`` names: ``spacy`` (default), ``llm`` or ``tagged``."""
+    if config.extractor == "tagged":
+        return TaggedExtractor(config)
     if config.extractor == "llm":
         from ramp.data.llm_spans import LlmSpanExtractor
 

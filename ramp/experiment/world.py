@@ -34,6 +34,7 @@ _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "io", "ou")
 _CODAS = ("", "n", "r", "s", "l", "th", "x", "nd", "rk")
 PROFESSIONS = ("painter", "engineer", "chemist", "merchant", "architect", "poet", "surveyor", "physician")
+FOUNDING_YEARS = (1780, 2020)  # company founding years are distinct: comparisons have one answer
 INDUSTRIES = ("shipbuilding", "textiles", "glassware", "printing", "brewing", "mining", "ceramics", "timber")
 
 
@@ -83,6 +84,17 @@ class Chain:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """Where a tagged value of one passage is stated again: a search for ``query`` (which never contains
+    the value) reaches ``source_id``, whose text holds it. The world oracle's search for that mask."""
+
+    article_id: str
+    value: str
+    query: str
+    source_id: str
+
+
+@dataclass(frozen=True)
 class _Person:
     name: str
     born: int
@@ -105,6 +117,7 @@ class World:
     articles: list[Article] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
+    lookups: list[Lookup] = field(default_factory=list)
 
     def write(self, out_dir: Path) -> dict[str, Path]:
         """``articles.jsonl`` (pipeline input, spans included), ``questions.jsonl`` and ``chains.jsonl``."""
@@ -113,10 +126,12 @@ class World:
             "articles": out_dir / "articles.jsonl",
             "questions": out_dir / "questions.jsonl",
             "chains": out_dir / "chains.jsonl",
+            "lookups": out_dir / "lookups.jsonl",
         }
         _write_jsonl(paths["articles"], (asdict(a) for a in self.articles))
         _write_jsonl(paths["questions"], (asdict(q) for q in self.questions))
         _write_jsonl(paths["chains"], (asdict(c) for c in self.chains))
+        _write_jsonl(paths["lookups"], (asdict(x) for x in self.lookups))
         return paths
 
 
@@ -176,6 +191,8 @@ def generate_world(
     """A deterministic world; sizes are counts of entities of each kind."""
     if min(countries, cities_per_country, people, companies) < 2:
         raise ValueError("every entity kind needs at least 2 members (comparisons pair them)")
+    if companies > FOUNDING_YEARS[1] - FOUNDING_YEARS[0] + 1 or countries > 200:
+        raise ValueError(f"at most {FOUNDING_YEARS[1] - FOUNDING_YEARS[0] + 1} companies and 200 countries")
     rng = record_rng(seed, "world")
     names = _Names(seed)
     country_names = [names.word(2) for _ in range(countries)]
@@ -191,7 +208,7 @@ def generate_world(
                 return y
 
     persons = [
-        _Person(names.person(), year(1700, 1900), rng.randrange(len(cities)), rng.choice(PROFESSIONS))
+        _Person(names.person(), rng.randint(1700, 1899), rng.randrange(len(cities)), rng.choice(PROFESSIONS))
         for _ in range(people)
     ]
     firms: list[_Firm] = []
@@ -199,12 +216,12 @@ def generate_world(
         founder_index = rng.randrange(people)
         hq = rng.randrange(len(cities) - 1)  # never the founder's birth city: bridges stay two-hop
         hq += hq >= persons[founder_index].city
-        firms.append(_Firm(names.word(3), founder_index, year(1901, 1999), hq, rng.choice(INDUSTRIES)))
+        firms.append(_Firm(names.word(3), founder_index, year(*FOUNDING_YEARS), hq, rng.choice(INDUSTRIES)))
     world = World(seed=seed)
     for c, name in enumerate(country_names):
         w = _Writer()
         w.add(f"{name} is a country. Its capital is ", (cities[capital[c]][0], "GPE", "entity"), ".")
-        w.add("The country adopted its constitution in ", (str(year(1600, 1699)), "DATE", "date"), ".")
+        w.add("The country adopted its constitution in ", (str(year(1500, 1699)), "DATE", "date"), ".")
         world.articles.append(Article(f"country-{c}", name, w.text, "country", tuple(w.spans)))
     for i, (name, c) in enumerate(cities):
         w = _Writer()
@@ -257,8 +274,65 @@ def generate_world(
                 source_id=f"person-{firm.founder}",
             )
         )
+    world.lookups = _lookups(persons, firms, cities, country_names, capital)
     world.questions = _questions(seed, persons, firms, cities, country_names)
     return world
+
+
+def _lookups(
+    persons: list[_Person],
+    firms: list[_Firm],
+    cities: list[tuple[str, int]],
+    country_names: list[str],
+    capital: dict[int, int],
+) -> list[Lookup]:
+    """Every tagged value that another passage states, with the query that reaches that passage."""
+    out = [
+        Lookup(f"city-{i}", country_names[c], f"capital {cities[i][0]}", f"country-{c}")
+        for c, i in capital.items()
+    ]
+    chained_by_founder: dict[int, int] = {}
+    for k, firm in enumerate(firms):
+        founder = persons[firm.founder]
+        out.append(Lookup(f"company-{k}", founder.name, f"{firm.name} company founded by", f"city-{firm.hq}"))
+        out.append(
+            Lookup(
+                f"company-{k}", cities[firm.hq][0], f"{firm.name} company is based here", f"city-{firm.hq}"
+            )
+        )
+        out.append(
+            Lookup(f"city-{firm.hq}", founder.name, f"{firm.name} company founded in by", f"company-{k}")
+        )
+        if _chained(k):
+            out.append(
+                Lookup(
+                    f"company-{k}",
+                    cities[founder.city][0],
+                    f"{founder.name} born in the city of",
+                    f"person-{firm.founder}",
+                )
+            )
+            chained_by_founder.setdefault(firm.founder, k)
+    for p, k in sorted(chained_by_founder.items()):
+        out.append(
+            Lookup(
+                f"person-{p}",
+                cities[persons[p].city][0],
+                f"{persons[p].name} founder was born in",
+                f"company-{k}",
+            )
+        )
+    return out
+
+
+def split_questions(
+    world: World, train: int, test: int, seed: int = 0
+) -> tuple[list[Question], list[Question]]:
+    """A seeded split of the questions: ``train`` for fine-tuning, ``test`` held out (disjoint)."""
+    if train + test > len(world.questions):
+        raise ValueError(f"{train} + {test} questions asked, the world has {len(world.questions)}")
+    order = sorted(world.questions, key=lambda q: record_rng(seed, q.id, "split").random())
+    return order[:train], order[train : train + test]
 
 
 def _article(word: str) -> str:

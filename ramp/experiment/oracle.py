@@ -1,0 +1,121 @@
+"""World-oracle trajectories: the teacher of the RAMP-effect experiment.
+
+The oracle knows the world, so it knows which search finds each value; everything it shows the
+student is real: its queries go through the search environment (the sample's exclusions apply) and
+each result block is exactly what the environment returns. A trajectory is kept only when every
+search's result block holds the value it was made for; otherwise the task is rejected with its reason.
+
+- RAMP samples: one ``<search>`` per mask, in order, with the world's lookup for that masked value
+  (:class:`ramp.experiment.world.Lookup`); a chained value's query names the earlier value, which the
+  policy has by then read in an earlier result (or sees in the passage).
+- QA questions: the question's two hop queries (the bridge entity comes from the world), then the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ramp.agent.protocol import format_result_block
+from ramp.agent.task import Task
+from ramp.cot.trajectories import Trajectory
+from ramp.experiment.world import Lookup, Question
+from ramp.retrieval.env import SearchEnv
+from ramp.rewards import combined_reward
+from ramp.text import normalize
+
+TEACHER = "world-oracle"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One oracle search: its query, the value the result must hold, and what the policy thinks first."""
+
+    query: str
+    value: str
+    thought: str
+
+
+def ramp_steps(task: Task, article_id: str, lookups: dict[tuple[str, str], Lookup]) -> list[Step] | str:
+    """The searches for a RAMP task's masks, or why the oracle cannot make them."""
+    steps = []
+    for n, gold in enumerate(task.golds, start=1):
+        found = lookups.get((article_id, gold))
+        if found is None:
+            return f"mask {n}: the world states its value nowhere else"
+        steps.append(Step(found.query, gold, f"Mask {n}: search for what the passage says about it."))
+    return steps
+
+
+def qa_steps(question: Question) -> list[Step]:
+    """The two hop searches of a question (the value each result must hold: its supporting fact)."""
+    first, second = question.hop_queries
+    if question.type == "comparison":
+        return [
+            Step(first, "", "Find when the first company was founded."),
+            Step(second, "", "Find when the second company was founded."),
+        ]
+    return [
+        Step(first, "", "Find the first fact."),
+        Step(second, question.golden_answers[0], "Now the second."),
+    ]
+
+
+def oracle_trajectory(
+    task: Task, steps: Sequence[Step], answer_text: str, fills: Sequence[str], env: SearchEnv
+) -> Trajectory | str:
+    """Run ``steps`` through ``env`` and write the trajectory, or the reason it fails verification."""
+    episode = env.episode(task.exclude_doc_ids)
+    messages = [dict(m) for m in task.messages]
+    queries, retrieved = [], []
+    turn = ""
+    for step in steps:
+        outcome = env.search([(episode, step.query)])[0]
+        block = format_result_block(outcome.hits, status=outcome.status)
+        if step.value and normalize(step.value, "ramp") not in normalize(block, "ramp"):
+            return f"search {step.query!r} does not show {step.value!r}"
+        content = f"<think>{step.thought}</think>\n<search>{step.query}</search>"
+        messages += [{"role": "assistant", "content": content}, {"role": "tool", "content": block}]
+        turn += content + block
+        queries.append(step.query)
+        retrieved.append(tuple(h.doc_id for h in outcome.hits))
+    final = f"<think>I have what I need.</think>\n<answer>{answer_text}</answer>"
+    messages.append({"role": "assistant", "content": final})
+    turn += final
+    golds = list(task.golds) if task.kind == "ramp" else [list(task.golds)]
+    reward = combined_reward(turn, golds, num_masks=task.num_masks if task.kind == "ramp" else None)
+    if reward.answer < 1.0 or reward.format < 1.0:
+        return f"answer score {reward.answer:.2f}, format {reward.format:.0f}"
+    return Trajectory(
+        sample_id=task.task_id,
+        kind=task.kind,
+        teacher=TEACHER,
+        teacher_model="",
+        round=0,
+        messages=tuple(messages),
+        answer=answer_text,
+        fills=tuple(fills),
+        golds=tuple(task.golds),
+        score=reward.answer,
+        reward=reward.total,
+        verified=True,
+        num_masks=task.num_masks,
+        queries=tuple(queries),
+        retrieved_doc_ids=tuple(retrieved),
+        exclude_doc_ids=task.exclude_doc_ids,
+    )
+
+
+def ramp_trajectory(
+    task: Task, article_id: str, lookups: dict[tuple[str, str], Lookup], env: SearchEnv
+) -> Trajectory | str:
+    steps = ramp_steps(task, article_id, lookups)
+    if isinstance(steps, str):
+        return steps
+    answer = "\n" + "".join(f"[{n}] {gold}\n" for n, gold in enumerate(task.golds, start=1))
+    return oracle_trajectory(task, steps, answer, task.golds, env)
+
+
+def qa_trajectory(task: Task, question: Question, env: SearchEnv) -> Trajectory | str:
+    answer = question.golden_answers[0]
+    return oracle_trajectory(task, qa_steps(question), answer, [answer], env)

@@ -1,0 +1,191 @@
+"""The RAMP-effect experiment: policy initialisation, tagged spans through the masking job, world-oracle
+trajectories, and a tiny end-to-end run whose rerun gives identical metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ramp.config import load_config
+from ramp.data.sources import TaggedSpan, article_from_fields, passage_spans
+from ramp.data.splitting import split_passages
+from ramp.experiment.ramp_effect import RampEffectConfig, run_experiment, run_seed
+from ramp.train.init import InitConfig, InitModelConfig, init_policy
+
+CORPUS = [
+    {"id": "a", "title": "Kraeth", "text": "Kraeth Boun was a painter, born in 1834 in the city of Zalex."},
+    {
+        "id": "b",
+        "title": "Zalex",
+        "text": "Zalex is a municipality of the country Mirvand. It has 12,400 people.",
+    },
+]
+
+
+def _init(tmp_path: Path, name: str, seed: int, kind: str = "word") -> Path:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
+    model = InitModelConfig(
+        hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1, seed=seed
+    )
+    init_policy([corpus], tmp_path / name, InitConfig(tokenizer=kind, vocab_size=2000, model=model))  # type: ignore[arg-type]
+    return tmp_path / name
+
+
+def test_init_word_tokenizer_and_seeded_model(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ramp.agent.protocol import TAG_STRINGS
+
+    first, again, other = _init(tmp_path, "a", 3), _init(tmp_path, "b", 3), _init(tmp_path, "c", 4)
+    tokenizer = AutoTokenizer.from_pretrained(first)  # what every stage loads (Qwen2Tokenizer for qwen2)
+    for word in ("Kraeth", " Boun", " Zalex", " municipality", " painter"):  # as the corpus writes them
+        assert len(tokenizer.encode(word, add_special_tokens=False)) == 1, word
+    assert len(tokenizer.encode("1834", add_special_tokens=False)) == 4  # digits stay single tokens
+    for tag in TAG_STRINGS:
+        assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1, tag
+    messages = [{"role": "user", "content": "Where was Kraeth Boun born?"}]
+    text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    text += "<think>Search.</think><search>Kraeth Boun born</search>"
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    models = [AutoModelForCausalLM.from_pretrained(d) for d in (first, again, other)]
+    assert models[0].config.vocab_size == len(tokenizer)
+    weights = [m.model.layers[0].mlp.up_proj.weight for m in models]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert json.loads((first / "ramp-init.json").read_text())["parameters"] == sum(
+        p.numel() for p in models[0].parameters()
+    )
+
+
+def test_init_command_writes_a_bpe_policy(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ramp.cli import app
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in CORPUS))
+    args = [
+        "pretrain",
+        "init",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(tmp_path / "p"),
+        "--tokenizer",
+        "bpe",
+    ]
+    result = CliRunner().invoke(app, [*args, "--vocab-size", "400", "--set", "model.hidden_size=32"])
+    assert result.exit_code == 0, result.output
+    summary = result.output[result.output.index('{"output"') :]  # after the progress bar
+    assert json.loads(summary)["tokenizer"] == "bpe"
+    bad = CliRunner().invoke(app, [*args, "--set", "model.hidden_size=30"])  # 30 heads-indivisible
+    assert bad.exit_code == 2
+
+
+def test_tagged_spans_follow_their_passages() -> None:
+    text = "Kraeth Boun was  born in 1834.\nHe lived in Zalex. Zalex is far."
+    bodies = split_passages(text, target_words=6)
+    assert len(bodies) >= 2
+    spans = [
+        TaggedSpan(0, 11, "PERSON", "entity"),
+        TaggedSpan(text.index("1834"), text.index("1834") + 4, "DATE", "date"),
+        TaggedSpan(text.index("Zalex"), text.index("Zalex") + 5, "GPE", "entity"),
+        TaggedSpan(text.index("1834"), text.index("He") + 2, "X", "entity"),  # crosses two passages
+    ]
+    mapped = passage_spans(text, bodies, spans)
+    found = [
+        (body[s.start : s.end], s.label) for body, tags in zip(bodies, mapped, strict=True) for s in tags
+    ]
+    assert found == [("Kraeth Boun", "PERSON"), ("1834", "DATE"), ("Zalex", "GPE")]
+    bad = article_from_fields(
+        {"id": "a", "title": "t", "text": "abc", "spans": [{"start": 1, "end": 9}]}, "r"
+    )
+    assert getattr(bad, "reason", None) == "bad_spans"
+
+
+def test_tagged_extractor_masks_the_world(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from ramp.pipelines.ramp_data import run_build
+
+    from ramp.data.config import DataConfig
+    from ramp.experiment.world import generate_world
+
+    world = generate_world(seed=2, countries=2, cities_per_country=2, people=6, companies=4)
+    paths = world.write(tmp_path / "world")
+    with paths["articles"].open("a") as f:  # one row without tags: rejected with the reason, not dropped
+        f.write(
+            json.dumps(
+                {
+                    "id": "untagged",
+                    "title": "U",
+                    "text": "An untagged row with quite enough words to pass the filter.",
+                }
+            )
+            + "\n"
+        )
+    cfg = load_config(DataConfig, "data", ["source.format=jsonl", "spans.extractor=tagged"])
+    stats = run_build([str(paths["articles"])], str(tmp_path / "samples"), cfg, chunk_mb=0)
+    assert stats["input_records"] == len(world.articles) + 1 == stats["samples"] + stats["rejected"]
+    rejected = [
+        json.loads(line)
+        for f in (tmp_path / "samples").glob("rejected-*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    assert any(r["record_id"] == "untagged#0" and r["reason"] == "extractor_failed" for r in rejected)
+    tagged = {(a.id, a.text[s.start : s.end]) for a in world.articles for s in a.spans}
+    rows = [
+        r
+        for f in sorted((tmp_path / "samples").glob("samples-*.parquet"))
+        for r in pq.read_table(f).to_pylist()
+    ]
+    assert rows
+    for row in rows:
+        for mask in row["masks"]:
+            assert (row["article_id"], mask["text"]) in tagged
+            assert row["passage"][mask["char_start"] : mask["char_end"]] == mask["text"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RampEffectConfig, dict[str, Any], Path]:
+    root = tmp_path_factory.mktemp("ramp-effect")
+    cfg = load_config(
+        RampEffectConfig,
+        "experiment/ramp_effect_tiny",
+        [f"output={root / 'run'}", f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"],
+    )
+    return cfg, run_experiment(cfg), root
+
+
+def test_tiny_experiment_end_to_end(tiny_run: tuple[RampEffectConfig, dict[str, Any], Path]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg, summary, root = tiny_run
+    out = Path(cfg.output)
+    data = json.loads((out / "data" / "data.json").read_text())
+    assert data["ramp_trajectories"] > 0 and data["qa_trajectories"] == cfg.questions.train
+    assert data["questions"]["test"] == cfg.questions.test
+    assert (out / "ramp_effect.png").stat().st_size > 0
+    assert "| A-B |" in (out / "results.md").read_text()
+    seed = json.loads((out / "seed-0" / "result.json").read_text())
+    a, b = seed["arms"]["A"], seed["arms"]["B"]
+    assert b["rows"] >= a["rows"]  # B trains on at least A's optimizer rows
+    assert a["metrics"]["questions"] == b["metrics"]["questions"] == cfg.questions.test
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.data.metrics["A/exact_match"] == a["metrics"]["exact_match"]
+    assert "diff/A-B/first_query_accuracy" in parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(r.info.run_name for r in children) == ["A-seed0", "B-seed0"]
+
+
+def test_tiny_experiment_rerun_is_identical(tiny_run: tuple[RampEffectConfig, dict[str, Any], Path]) -> None:
+    cfg, _, root = tiny_run
+    first = json.loads((Path(cfg.output) / "seed-0" / "result.json").read_text())
+    again = run_seed(cfg, 0, Path(cfg.output) / "data", root / "rerun")
+    assert again == first
