@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 from ramp.pipelines.chunks import ChunkedJob, TwoPhase, merge_answerability_stats, run_input_files
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from ramp.pipelines.runner import counter_totals, pipeline_options
+from ramp.pipelines.runner import count_allowed, counter_totals, pipeline_options, split_allowed
 from ramp.pipelines.samples_io import UNPARSEABLE, ReadSamples
 
 from ramp.config import CONFIG_DIR, load_config
@@ -431,7 +431,7 @@ EARLY_REJECTED = "early-rejected"  # ... and its rejections so far: early-reject
 
 
 def _count_allowed(sample: Sample, masking: Any) -> Iterator[Any]:
-    Metrics.counter(METRICS_NAMESPACE, f"allowed_m{passage_allowance(sample, masking, True)}").inc()
+    count_allowed(METRICS_NAMESPACE, passage_allowance(sample, masking, True))
     return iter(())
 
 
@@ -460,9 +460,8 @@ def search_chunk(
     result = pipeline.run()
     result.wait_until_finish()
     counters = counter_totals(result, METRICS_NAMESPACE)
-    by_m = {n.removeprefix("allowed_m"): c for n, c in counters.items() if n.startswith("allowed_m")}
-    others = {n: c for n, c in counters.items() if not n.startswith("allowed_m")}
-    return {"passages_by_m": dict(sorted(by_m.items())), "counters": others, "shards": shards}
+    by_m, others = split_allowed(counters)
+    return {"passages_by_m": by_m, "counters": others, "shards": shards}
 
 
 def redraw_chunk(

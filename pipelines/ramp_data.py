@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from ramp.pipelines.chunks import ChunkedJob, TwoPhase, run_read_tasks, sum_stats
 from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from ramp.pipelines.runner import counter_totals, pipeline_options
+from ramp.pipelines.runner import count_allowed, counter_totals, pipeline_options, split_allowed
 from ramp.pipelines.samples_io import ReadSamples
 
 from ramp.config import CONFIG_DIR, load_config
@@ -457,7 +457,7 @@ def _span_task(row: dict[str, Any]) -> SpanTask:
 
 
 def _count_allowed(task: SpanTask, masking: Any) -> Iterator[Any]:
-    Metrics.counter(METRICS_NAMESPACE, f"allowed_m{_allowed(task, masking)}").inc()
+    count_allowed(METRICS_NAMESPACE, _allowed(task, masking))
     return iter(())
 
 
@@ -494,8 +494,7 @@ def find_chunk_spans(
     outputs = {"passages": passages, REJECTED: early}
     _ = outputs | "WriteOutputs" >> WriteOutputs(directory, config, EARLY_REJECTED)
     counters = _run(pipeline)
-    by_m = {n.removeprefix("allowed_m"): c for n, c in counters.items() if n.startswith("allowed_m")}
-    return {"passages_by_m": dict(sorted(by_m.items())), "skipped": _skipped(counters)}
+    return {"passages_by_m": split_allowed(counters)[0], "skipped": _skipped(counters)}
 
 
 def draw_chunk_masks(

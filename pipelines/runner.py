@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 # Runners whose shuffle lives in this machine's memory: jobs run on them in chunks (pipelines.chunks).
@@ -47,3 +47,18 @@ def counter_totals(result: Any, namespace: str) -> dict[str, int]:
         name = counter.key.metric.name
         totals[name] = totals.get(name, 0) + counter.committed
     return totals
+
+
+ALLOWED_PREFIX = "allowed_m"  # counter of passages by how many masks they allow: allowed_m3, ...
+
+
+def count_allowed(namespace: str, m: int) -> None:
+    """Count one passage allowing ``m`` masks (first phase of a two-phase chunk)."""
+    Metrics.counter(namespace, f"{ALLOWED_PREFIX}{m}").inc()
+
+
+def split_allowed(counters: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """``(passages by m, the other counters)`` of a finished first phase."""
+    by_m = {n.removeprefix(ALLOWED_PREFIX): c for n, c in counters.items() if n.startswith(ALLOWED_PREFIX)}
+    others = {n: c for n, c in counters.items() if not n.startswith(ALLOWED_PREFIX)}
+    return dict(sorted(by_m.items())), others
