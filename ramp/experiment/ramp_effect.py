@@ -41,6 +41,7 @@ from typing import Any
 from pydantic import Field
 
 from ramp.config import StrictModel
+from ramp.experiment.world import write_jsonl
 from ramp.retrieval.env import SearchConfig
 from ramp.train.init import InitConfig
 
@@ -140,7 +141,7 @@ def prepare_data(config: RampEffectConfig, out: Path) -> dict[str, Any]:
         if bad_questions or bad_chains:
             raise RuntimeError(f"world not verified: questions {bad_questions[:5]}, chains {bad_chains[:5]}")
         for name, questions in (("qa-train", train), ("qa-test", test)):
-            _write_jsonl(out / f"{name}.jsonl", (_qa_row(q) for q in questions))
+            write_jsonl(out / f"{name}.jsonl", (_qa_row(q) for q in questions))
         sources = [out / "answerable", *draws]
         ramp_stats = write_oracle_trajectories(out, sources, world, train, retriever, config.search)
     finally:
@@ -210,7 +211,7 @@ def write_oracle_trajectories(
         (out / name).mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([t.to_row() for t in trajectories], schema=TRAJECTORY_SCHEMA)
         pq.write_table(table, out / name / "trajectories-00000.parquet", compression="zstd")
-    _write_jsonl(
+    write_jsonl(
         out / "ramp-rejected.jsonl", ({"sample_id": k, "reason": v} for k, v in sorted(rejected.items()))
     )
     by_k: dict[str, int] = {}
@@ -222,12 +223,6 @@ def write_oracle_trajectories(
         "ramp_rejected": len(rejected),
         "qa_trajectories": len(qa),
     }
-
-
-def _write_jsonl(path: Path, rows: Any) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def _fingerprint(config: RampEffectConfig, keys: Sequence[str]) -> str:

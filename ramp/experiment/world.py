@@ -128,14 +128,15 @@ class World:
             "chains": out_dir / "chains.jsonl",
             "lookups": out_dir / "lookups.jsonl",
         }
-        _write_jsonl(paths["articles"], (asdict(a) for a in self.articles))
-        _write_jsonl(paths["questions"], (asdict(q) for q in self.questions))
-        _write_jsonl(paths["chains"], (asdict(c) for c in self.chains))
-        _write_jsonl(paths["lookups"], (asdict(x) for x in self.lookups))
+        write_jsonl(paths["articles"], (asdict(a) for a in self.articles))
+        write_jsonl(paths["questions"], (asdict(q) for q in self.questions))
+        write_jsonl(paths["chains"], (asdict(c) for c in self.chains))
+        write_jsonl(paths["lookups"], (asdict(x) for x in self.lookups))
         return paths
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> None:
+def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> None:
+    """One sorted-key JSON object per line (byte-identical for identical rows)."""
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
