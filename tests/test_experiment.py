@@ -189,3 +189,35 @@ def test_tiny_experiment_rerun_is_identical(tiny_run: tuple[RampEffectConfig, di
     first = json.loads((Path(cfg.output) / "seed-0" / "result.json").read_text())
     again = run_seed(cfg, 0, Path(cfg.output) / "data", root / "rerun")
     assert again == first
+
+
+def test_oracle_queries_copy_names_as_the_prompt_tokenizes_them(
+    tiny_run: tuple[RampEffectConfig, dict[str, Any], Path],
+) -> None:
+    """A name in the first query is the very token ids the prompt holds (`` Name``, not ``Name``), so a
+    word-level policy can learn to copy it; a short answer is written the same way (`` Name``)."""
+    from transformers import AutoTokenizer
+
+    from ramp.agent.protocol import render_trajectory
+    from ramp.cot.trajectories import read_trajectories
+
+    cfg, _, _ = tiny_run
+    out = Path(cfg.output)
+    tokenizer = AutoTokenizer.from_pretrained(out / "seed-0" / "init")
+    search, search_end = (tokenizer.encode(t, add_special_tokens=False)[0] for t in ("<search>", "</search>"))
+    checked = 0
+    for kind in ("ramp", "qa"):
+        for trajectory in read_trajectories(out / "data" / f"{kind}-trajectories"):
+            rendered = render_trajectory(trajectory.messages, tokenizer)
+            ids, prompt = rendered.input_ids, rendered.input_ids[: rendered.prompt_length]
+            name = next(w for w in trajectory.queries[0].split() if w[0].isupper())
+            start = ids.index(search, rendered.prompt_length) + 1
+            end = ids.index(search_end, start)
+            copied = tokenizer.encode(" " + name, add_special_tokens=False)
+            assert any(ids[i : i + len(copied)] == copied for i in range(start, end)), trajectory.queries[0]
+            assert any(prompt[i : i + len(copied)] == copied for i in range(len(prompt))), name
+            if kind == "qa":
+                answer = tokenizer.encode(" " + trajectory.answer, add_special_tokens=False)
+                assert ids[-len(answer) - 2 : -2] == answer  # <answer> Name</answer><|endoftext|>
+            checked += 1
+    assert checked > cfg.questions.train

@@ -9,6 +9,11 @@ search's result block holds the value it was made for; otherwise the task is rej
   (:class:`ramp.experiment.world.Lookup`); a chained value's query names the earlier value, which the
   policy has by then read in an earlier result (or sees in the passage).
 - QA questions: the question's two hop queries (the bridge entity comes from the world), then the answer.
+
+A space opens each query and short answer (``<search> Name company founded by</search>``): a word-level
+tokenizer gives `` Name`` (as every passage and question writes it) and ``Name`` different ids, so
+without it a copied name would be a different token from the one read, and copying could not generalise
+to names never searched in training.
 """
 
 from __future__ import annotations
@@ -74,12 +79,13 @@ def oracle_trajectory(
         block = format_result_block(outcome.hits, status=outcome.status)
         if step.value and normalize(step.value, "ramp") not in normalize(block, "ramp"):
             return f"search {step.query!r} does not show {step.value!r}"
-        content = f"<think>{step.thought}</think>\n<search>{step.query}</search>"
+        content = f"<think>{step.thought}</think>\n<search> {step.query}</search>"
         messages += [{"role": "assistant", "content": content}, {"role": "tool", "content": block}]
         turn += content + block
         queries.append(step.query)
         retrieved.append(tuple(h.doc_id for h in outcome.hits))
-    final = f"<think>I have what I need.</think>\n<answer>{answer_text}</answer>"
+    spaced = answer_text if answer_text[:1].isspace() else " " + answer_text
+    final = f"<think>I have what I need.</think>\n<answer>{spaced}</answer>"
     messages.append({"role": "assistant", "content": final})
     turn += final
     golds = list(task.golds) if task.kind == "ramp" else [list(task.golds)]
