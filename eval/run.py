@@ -82,8 +82,10 @@ class AgentPolicy:
     def __init__(self, config: EvalConfig, retriever: Retriever, backend: Any | None = None) -> None:
         from ramp.agent.backends import build_backend
         from ramp.agent.rollout import RolloutLoop
+        from ramp.prompts import load_templates
         from ramp.retrieval.env import SearchEnv
 
+        self.templates = load_templates(config.agent.prompts)
         self.backend = backend if backend is not None else build_backend(config.agent.backend)
         rollout = config.agent.rollout.model_copy(update={"logprobs": False})
         self.loop = RolloutLoop(self.backend, SearchEnv(retriever, config.agent.search), rollout)
@@ -91,7 +93,7 @@ class AgentPolicy:
     def answer(self, records: Sequence[QARecord]) -> list[PolicyAnswer]:
         from ramp.agent.task import task_from_qa
 
-        rollouts = self.loop.run([task_from_qa(r.to_row()) for r in records])
+        rollouts = self.loop.run([task_from_qa(r.to_row(), self.templates) for r in records])
         return [
             PolicyAnswer(
                 prediction=r.answer,

@@ -129,6 +129,21 @@ def test_rerun_is_identical_and_bad_rows_are_dead_lettered(samples, config, luce
     ]
 
 
+def test_task_prompts_pick_the_prompt_the_trajectories_record(samples, config, lucene_retriever, outputs):
+    from ramp.prompts import load_templates
+
+    verified = [(s, o) for s, o in zip(samples, outputs, strict=True) if isinstance(o, Trajectory)][:3]
+    assert verified
+    short = config.model_copy(update={"task_prompts": "experiment/prompts"})
+    builder = TrajectoryBuilder.from_config(short, retriever=lucene_retriever)
+    again = builder.build([s.to_row() for s, _ in verified])
+    system = load_templates("experiment/prompts").system
+    for made, (_, default) in zip(again, verified, strict=True):
+        assert isinstance(made, Trajectory) and isinstance(default, Trajectory)
+        assert made.messages[0]["content"] == system != default.messages[0]["content"]
+        assert made.messages[2:] == default.messages[2:]  # the same episode under another prompt
+
+
 # --- the reader on hand-made masks over real wiki-18 passages -------------------------------------
 
 

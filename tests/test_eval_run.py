@@ -300,3 +300,41 @@ def test_llm_judge_column(tmp_path, distractor_index, store):
     rows = pq.read_table(result.predictions).to_pylist()
     assert [r["judge"] for r in rows] == [float(r["prediction"] == "yes") for r in rows]
     assert result.summary["judge/hotpotqa"] == sum(r["judge"] for r in rows) / 10
+
+
+@pytest.mark.parametrize(
+    ("prompts", "system_start"), [("prompts", "You are a research"), ("experiment/prompts", "Search with")]
+)
+def test_agent_renders_questions_with_the_configured_prompts(
+    tmp_path, distractor_index, store, tiny_checkpoint, prompts, system_start
+):
+    """``agent.prompts`` picks the templates the policy was trained on (what its tasks' prompts read)."""
+    from ramp.eval.run import AgentPolicy
+    from tiny_model import tiny_model, tiny_tokenizer
+
+    from ramp.agent.backends.hf import HFBackend
+    from ramp.qa import load_qa
+    from ramp.retrieval.lucene import LuceneRetriever
+
+    tokenizer = tiny_tokenizer()
+    inner = HFBackend(tiny_model(tokenizer), tokenizer, device="cpu")
+    seen: list[list[int]] = []
+
+    class Recording:
+        tokenizer, eos_ids, max_length = inner.tokenizer, inner.eos_ids, inner.max_length
+
+        def generate(self, requests):
+            seen.extend(r.prompt_ids or [] for r in requests)
+            return inner.generate(requests)
+
+    agent = {**_tiny_agent(tiny_checkpoint), "prompts": prompts}
+    agent["rollout"] = {"max_turns": 1, "max_new_tokens_per_turn": 4, "max_total_new_tokens": 4}
+    config = load_config(EvalConfig, _config(tmp_path, distractor_index, store, "prompts", agent=agent))
+    record = load_qa("hotpotqa", DISTRACTOR, limit=1)[0]
+    retriever = LuceneRetriever(distractor_index)
+    try:
+        AgentPolicy(config, retriever, backend=Recording()).answer([record])
+    finally:
+        retriever.close()
+    prompt = tokenizer.decode(seen[0])
+    assert f"<|im_start|>system\n{system_start}" in prompt and record.question in prompt

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from ramp.agent.task import task_from_qa
 from ramp.config import load_config
+from ramp.cot.trajectories import read_trajectories
 from ramp.data.sources import TaggedSpan, article_from_fields, passage_spans
 from ramp.data.splitting import split_passages
 from ramp.experiment.ramp_effect import RampEffectConfig, run_experiment, run_seed
+from ramp.prompts import load_templates
 from ramp.train.init import InitConfig, InitModelConfig, init_policy
 
 CORPUS = [
@@ -168,6 +171,18 @@ def test_tiny_experiment_end_to_end(tiny_run: tuple[RampEffectConfig, dict[str, 
     data = json.loads((out / "data" / "data.json").read_text())
     assert data["ramp_trajectories"] > 0 and data["qa_trajectories"] == cfg.questions.train
     assert data["questions"]["test"] == cfg.questions.test
+    set_aside = {
+        json.loads(x)["id"] for x in (out / "data" / "questions-unverified.jsonl").read_text().splitlines()
+    }
+    assert len(set_aside) == data["questions"]["unverified"]
+    held_out = [json.loads(x) for x in (out / "data" / "qa-test.jsonl").read_text().splitlines()]
+    assert len(held_out) == cfg.questions.test and not set_aside & {q["id"] for q in held_out}
+    # the oracle's trajectories and every stage's tasks read the experiment's prompts, not the defaults
+    templates = load_templates(cfg.prompts)
+    assert templates.system != load_templates().system
+    trained = {t.sample_id: t.messages[:2] for t in read_trajectories(out / "data" / "qa-trajectories")}
+    for row in (json.loads(x) for x in (out / "data" / "qa-train.jsonl").read_text().splitlines()):
+        assert list(trained[row["id"]]) == list(task_from_qa(row, templates).messages)
     assert (out / "ramp_effect.png").stat().st_size > 0
     assert "| A-B |" in (out / "results.md").read_text()
     seed = json.loads((out / "seed-0" / "result.json").read_text())

@@ -124,6 +124,7 @@ RECIPE_MODELS = {
     "pretrain": "ramp.train.config:PretrainConfig",
     "experiment/ramp_effect": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.ramp_effect:RampEffectConfig",
+    "experiment/prompts": "ramp.prompts:PromptTemplates",
     "demo/demo": "ramp.experiment.demo:DemoConfig",
     "demo/ci": "ramp.experiment.demo:DemoConfig",
 }

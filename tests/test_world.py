@@ -102,6 +102,21 @@ def test_lookups_find_their_values_elsewhere(world: World, world_retriever: obje
     assert len(missed) <= len(world.lookups) // 20, missed[:3]  # the oracle rejects the rare miss
 
 
+def test_pretraining_searches_the_way_the_questions_do(world: World) -> None:
+    """Every hop of every question is a query the RAMP oracle also writes (for another entity): the
+    relation's one template, so what pretraining teaches to search is what the questions need."""
+    names = {a.title for a in world.articles}
+
+    def template(query: str) -> str:
+        name = next(n for n in sorted(names, key=len, reverse=True) if query.startswith(n + " "))
+        return "NAME" + query[len(name) :]
+
+    pretrained = {template(x.query) for x in world.lookups}
+    asked = {template(q) for question in world.questions for q in question.hop_queries}
+    assert asked <= pretrained, asked - pretrained
+    assert len(asked) >= 4  # founder, headquarters, birth city, country
+
+
 def test_question_split_is_seeded_and_disjoint(world: World) -> None:
     from ramp.experiment.world import split_questions
 

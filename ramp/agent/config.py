@@ -67,3 +67,4 @@ class AgentConfig(StrictModel):
     backend: BackendConfig = BackendConfig()
     rollout: RolloutConfig = RolloutConfig()
     search: SearchConfig = SearchConfig()
+    prompts: str = "prompts"  # task prompt templates: recipe name or YAML path

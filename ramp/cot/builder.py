@@ -25,7 +25,7 @@ from ramp.cot.teachers import BuiltinTeacher, ChatTeacher
 from ramp.cot.trajectories import Trajectory
 from ramp.cot.verify import Verdict, Verifier
 from ramp.data.rejections import Rejection
-from ramp.prompts import load_templates
+from ramp.prompts import PromptTemplates, load_templates
 from ramp.retrieval.base import Retriever
 from ramp.retrieval.config import build_retriever
 from ramp.retrieval.env import SearchEnv
@@ -47,8 +47,9 @@ class TrajectoryBuilder:
         teacher_model: str,
         round: int,
         closers: Sequence[Callable[[], None]] = (),
+        task_templates: PromptTemplates | None = None,
     ) -> None:
-        self.loop, self.verifier = loop, verifier
+        self.loop, self.verifier, self.task_templates = loop, verifier, task_templates
         self.teacher_name, self.teacher_model, self.round = teacher_name, teacher_model, round
         self._closers = list(closers)
 
@@ -91,7 +92,8 @@ class TrajectoryBuilder:
             judge_backend = build_backend(config.verify.judge_backend)
             closers.append(getattr(judge_backend, "close", lambda: None))
             judge = LLMJudge(judge_backend, load_templates().judge, config.verify.judge_max_new_tokens)
-        return cls(loop, Verifier(config.verify, judge), name, model, config.round, closers)
+        task_templates = load_templates(config.task_prompts)
+        return cls(loop, Verifier(config.verify, judge), name, model, config.round, closers, task_templates)
 
     def build(self, rows: Sequence[dict[str, Any]]) -> list[Trajectory | Rejection]:
         """One trajectory or rejection per row, in order."""
@@ -99,7 +101,7 @@ class TrajectoryBuilder:
         tasks: list[tuple[int, Task]] = []
         for i, row in enumerate(rows):
             try:
-                tasks.append((i, task_from_row(row)))
+                tasks.append((i, task_from_row(row, self.task_templates)))
             except ValueError as err:
                 payload = json.dumps(row, default=str)
                 outputs[i] = Rejection(_row_id(row, i), STAGE, "bad_sample", str(err), payload)

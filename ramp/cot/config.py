@@ -82,6 +82,7 @@ class CotConfig(StrictModel):
     seed: int = 0
     round: int = Field(default=0, ge=0)  # self-evolving round recorded in every trajectory
     prompts: str = "cot_prompts"  # role prompt templates (a recipe name in configs/ or a path)
+    task_prompts: str = "prompts"  # the tasks' own prompts, what SFT trains on (recipe name or path)
     teacher: TeacherConfig = TeacherConfig()
     builtin: BuiltinTeacherConfig = BuiltinTeacherConfig()
     retriever: RetrieverConfig = RetrieverConfig(kind="lucene", index="runs/index")

@@ -10,6 +10,9 @@ search's result block holds the value it was made for; otherwise the task is rej
   policy has by then read in an earlier result (or sees in the passage).
 - QA questions: the question's two hop queries (the bridge entity comes from the world), then the answer.
 
+The oracle writes no ``<think>`` blocks: it has no reasoning to show beyond its searches, and a
+templated thought is constant tokens between the passage and the name the query must copy.
+
 A space opens each query and short answer (``<search> Name company founded by</search>``): a word-level
 tokenizer gives `` Name`` (as every passage and question writes it) and ``Name`` different ids, so
 without it a copied name would be a different token from the one read, and copying could not generalise
@@ -34,11 +37,10 @@ TEACHER = "world-oracle"
 
 @dataclass(frozen=True)
 class Step:
-    """One oracle search: its query, the value the result must hold, and what the policy thinks first."""
+    """One oracle search: its query and the value its result must hold ('' when any result will do)."""
 
     query: str
     value: str
-    thought: str
 
 
 def ramp_steps(task: Task, article_id: str, lookups: dict[tuple[str, str], Lookup]) -> list[Step] | str:
@@ -48,22 +50,14 @@ def ramp_steps(task: Task, article_id: str, lookups: dict[tuple[str, str], Looku
         found = lookups.get((article_id, gold))
         if found is None:
             return f"mask {n}: the world states its value nowhere else"
-        steps.append(Step(found.query, gold, f"Mask {n}: search for what the passage says about it."))
+        steps.append(Step(found.query, gold))
     return steps
 
 
 def qa_steps(question: Question) -> list[Step]:
     """The two hop searches of a question (the value each result must hold: its supporting fact)."""
     first, second = question.hop_queries
-    if question.type == "comparison":
-        return [
-            Step(first, "", "Find when the first company was founded."),
-            Step(second, "", "Find when the second company was founded."),
-        ]
-    return [
-        Step(first, "", "Find the first fact."),
-        Step(second, question.golden_answers[0], "Now the second."),
-    ]
+    return [Step(first, ""), Step(second, question.golden_answers[0] if question.type == "bridge" else "")]
 
 
 def oracle_trajectory(
@@ -79,13 +73,13 @@ def oracle_trajectory(
         block = format_result_block(outcome.hits, status=outcome.status)
         if step.value and normalize(step.value, "ramp") not in normalize(block, "ramp"):
             return f"search {step.query!r} does not show {step.value!r}"
-        content = f"<think>{step.thought}</think>\n<search> {step.query}</search>"
+        content = f"<search> {step.query}</search>"
         messages += [{"role": "assistant", "content": content}, {"role": "tool", "content": block}]
         turn += content + block
         queries.append(step.query)
         retrieved.append(tuple(h.doc_id for h in outcome.hits))
     spaced = answer_text if answer_text[:1].isspace() else " " + answer_text
-    final = f"<think>I have what I need.</think>\n<answer>{spaced}</answer>"
+    final = f"<answer>{spaced}</answer>"
     messages.append({"role": "assistant", "content": final})
     turn += final
     golds = list(task.golds) if task.kind == "ramp" else [list(task.golds)]

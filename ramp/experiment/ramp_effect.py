@@ -5,8 +5,8 @@ A controlled experiment in a generated world (:mod:`ramp.experiment.world`), eve
 1. data, once for all arms (``OUTPUT/data``): the world's articles -> ``ramp data build`` (spans tagged by
    the generator: ``spans.extractor=tagged``) -> ``ramp index build`` -> ``ramp data answerability`` ->
    RAMP trajectories and QA trajectories of the training questions from the world oracle
-   (:mod:`ramp.experiment.oracle`: real searches and result blocks); the held-out questions are checked
-   answerable by two searches and the chained facts to need the earlier value.
+   (:mod:`ramp.experiment.oracle`: real searches and result blocks); questions that two searches do not
+   answer are set aside (``questions-unverified.jsonl``) and the chained facts must need the earlier value.
 2. per seed (one process each, one torch thread), from the same random initialisation
    (``ramp pretrain init``, seeded):
 
@@ -27,6 +27,7 @@ Everything is seeded: a rerun of a seed gives identical metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -79,6 +80,7 @@ class RampEffectConfig(StrictModel):
     world: WorldConfig = WorldConfig()
     questions: QuestionSplit = QuestionSplit()
     init: InitConfig = InitConfig(tokenizer="word")
+    prompts: str = "prompts"  # task prompt templates of every stage (recipe name or YAML path)
     search: SearchConfig = SearchConfig(top_k=2, max_chars_per_doc=300)
     draws: int = Field(default=3, ge=1)  # data builds (seeds data.seed + n): more mask draws for the oracle
     data: list[str] = Field(default_factory=list)  # configs/data.yaml
@@ -96,7 +98,9 @@ class RampEffectConfig(StrictModel):
 def prepare_data(config: RampEffectConfig, out: Path) -> dict[str, Any]:
     """World -> samples -> index -> answerable samples -> oracle trajectories; reused when done."""
     done = out / "data.json"
-    fingerprint = _fingerprint(config, ("world", "questions", "search", "draws", "data", "answerability"))
+    fingerprint = _fingerprint(
+        config, ("world", "questions", "search", "prompts", "draws", "data", "answerability")
+    )
     if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
         return dict(json.loads(done.read_text()))
     from ramp.config import load_config
@@ -104,6 +108,7 @@ def prepare_data(config: RampEffectConfig, out: Path) -> dict[str, Any]:
     from ramp.experiment.world import generate_world, split_questions, unverified_chains, unverified_questions
     from ramp.pipelines.answerability import run_answerability
     from ramp.pipelines.ramp_data import run_build
+    from ramp.prompts import load_templates
     from ramp.retrieval.config import RetrievalSettings
     from ramp.retrieval.indexing import build_index
     from ramp.retrieval.lucene import LuceneRetriever
@@ -130,20 +135,29 @@ def prepare_data(config: RampEffectConfig, out: Path) -> dict[str, Any]:
     answerable = run_answerability(
         str(out / "samples"), str(out / "answerable"), settings.retriever, settings.answerability, chunk_mb=0
     )
-    train, test = split_questions(world, config.questions.train, config.questions.test, config.questions.seed)
     retriever = LuceneRetriever(out / "index", threads=1)
     try:
-        checked = type(world)(
-            seed=world.seed, articles=world.articles, questions=[*train, *test], chains=world.chains
-        )
-        bad_questions = unverified_questions(checked, retriever, k=config.search.top_k)
+        unverified = dict(unverified_questions(world, retriever, k=config.search.top_k))
         bad_chains = unverified_chains(world, retriever, k=config.search.top_k)
-        if bad_questions or bad_chains:
-            raise RuntimeError(f"world not verified: questions {bad_questions[:5]}, chains {bad_chains[:5]}")
+        if bad_chains:
+            raise RuntimeError(f"world not verified: chains {bad_chains[:5]}")
+        verified = dataclasses.replace(
+            world, questions=[q for q in world.questions if q.id not in unverified]
+        )
+        train, test = split_questions(
+            verified, config.questions.train, config.questions.test, config.questions.seed
+        )
         for name, questions in (("qa-train", train), ("qa-test", test)):
             write_jsonl(out / f"{name}.jsonl", (_qa_row(q) for q in questions))
+        write_jsonl(
+            out / "questions-unverified.jsonl",
+            ({"id": k, "reason": v} for k, v in sorted(unverified.items())),
+        )
         sources = [out / "answerable", *draws]
-        ramp_stats = write_oracle_trajectories(out, sources, world, train, retriever, config.search)
+        templates = load_templates(config.prompts)
+        ramp_stats = write_oracle_trajectories(
+            out, sources, world, train, retriever, config.search, templates
+        )
     finally:
         retriever.close()
     summary = {
@@ -151,7 +165,12 @@ def prepare_data(config: RampEffectConfig, out: Path) -> dict[str, Any]:
         "articles": len(world.articles),
         "build": build,
         "answerability": answerable,
-        "questions": {"train": len(train), "test": len(test), "world": len(world.questions)},
+        "questions": {
+            "train": len(train),
+            "test": len(test),
+            "world": len(world.questions),
+            "unverified": len(unverified),
+        },
         "chains": len(world.chains),
         **ramp_stats,
     }
@@ -170,10 +189,16 @@ def _qa_row(question: Any) -> dict[str, Any]:
 
 
 def write_oracle_trajectories(
-    out: Path, sources: Sequence[Path], world: Any, train: Sequence[Any], retriever: Any, search: SearchConfig
+    out: Path,
+    sources: Sequence[Path],
+    world: Any,
+    train: Sequence[Any],
+    retriever: Any,
+    search: SearchConfig,
+    templates: Any = None,
 ) -> dict[str, Any]:
     """RAMP trajectories of the samples in ``sources`` (each masked passage once; ids of later sources get
-    ``@<source>``) and QA trajectories of ``train``, by the world oracle."""
+    ``@<source>``) and QA trajectories of ``train``, by the world oracle, in the prompts of ``templates``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -196,14 +221,14 @@ def write_oracle_trajectories(
     kept, rejected = [], {}
     for row in rows:
         sample = Sample.from_row(row)
-        made = ramp_trajectory(task_from_sample(sample), sample.article_id, lookups, env)
+        made = ramp_trajectory(task_from_sample(sample, templates), sample.article_id, lookups, env)
         if isinstance(made, str):
             rejected[sample.sample_id] = made
         else:
             kept.append(made)
     qa = []
     for question in train:
-        made = qa_trajectory(task_from_qa(_qa_row(question)), question, env)
+        made = qa_trajectory(task_from_qa(_qa_row(question), templates), question, env)
         if isinstance(made, str):
             raise RuntimeError(f"oracle QA trajectory of {question.id} failed: {made}")
         qa.append(made)
@@ -286,6 +311,7 @@ def _dapo(
             "retriever.index": str(data / "index"),
             "data.task": "ramp",
             "data.samples": str(data / "answerable"),
+            "data.prompts": config.prompts,
             "search": config.search.model_dump(mode="json"),
             "curriculum.mode": mode,
             "curriculum.seed": seed,
@@ -341,6 +367,7 @@ def _evaluate(policy: Path, out: Path, data: Path, config: RampEffectConfig, uri
             "run_name": out.parent.name,
             "agent.backend.hf.model": str(policy),
             "agent.search": config.search.model_dump(mode="json"),
+            "agent.prompts": config.prompts,
             "retriever.kind": "lucene",
             "retriever.index": str(data / "index"),
             "datasets": [{"name": DATASET, "loader": "flashrag", "path": str(data / "qa-test.jsonl")}],

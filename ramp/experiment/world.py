@@ -271,7 +271,7 @@ def generate_world(
                 key=founder.name,
                 value=cities[founder.city][0],
                 query_without_key=f"{firm.name} founder was born in",
-                query_with_key=f"{founder.name} born",
+                query_with_key=birth_city_query(founder.name),
                 source_id=f"person-{firm.founder}",
             )
         )
@@ -287,29 +287,26 @@ def _lookups(
     country_names: list[str],
     capital: dict[int, int],
 ) -> list[Lookup]:
-    """Every tagged value that another passage states, with the query that reaches that passage."""
+    """Every tagged value that another passage states, with the query that reaches that passage (the
+    relation's one query, as the questions' hops write it)."""
     out = [
-        Lookup(f"city-{i}", country_names[c], f"capital {cities[i][0]}", f"country-{c}")
+        Lookup(f"city-{i}", country_names[c], country_query(cities[i][0]), f"country-{c}")
         for c, i in capital.items()
     ]
     chained_by_founder: dict[int, int] = {}
     for k, firm in enumerate(firms):
         founder = persons[firm.founder]
-        out.append(Lookup(f"company-{k}", founder.name, f"{firm.name} company founded by", f"city-{firm.hq}"))
+        out.append(Lookup(f"company-{k}", founder.name, founder_query(firm.name), f"city-{firm.hq}"))
         out.append(
-            Lookup(
-                f"company-{k}", cities[firm.hq][0], f"{firm.name} company is based here", f"city-{firm.hq}"
-            )
+            Lookup(f"company-{k}", cities[firm.hq][0], headquarters_query(firm.name), f"city-{firm.hq}")
         )
-        out.append(
-            Lookup(f"city-{firm.hq}", founder.name, f"{firm.name} company founded in by", f"company-{k}")
-        )
+        out.append(Lookup(f"city-{firm.hq}", founder.name, founder_query(firm.name), f"company-{k}"))
         if _chained(k):
             out.append(
                 Lookup(
                     f"company-{k}",
                     cities[founder.city][0],
-                    f"{founder.name} born in the city of",
+                    birth_city_query(founder.name),
                     f"person-{firm.founder}",
                 )
             )
@@ -317,10 +314,7 @@ def _lookups(
     for p, k in sorted(chained_by_founder.items()):
         out.append(
             Lookup(
-                f"person-{p}",
-                cities[persons[p].city][0],
-                f"{persons[p].name} founder was born in",
-                f"company-{k}",
+                f"person-{p}", cities[persons[p].city][0], birth_city_query(persons[p].name), f"company-{k}"
             )
         )
     return out
@@ -334,6 +328,24 @@ def split_questions(
         raise ValueError(f"{train} + {test} questions asked, the world has {len(world.questions)}")
     order = sorted(world.questions, key=lambda q: record_rng(seed, q.id, "split").random())
     return order[:train], order[train : train + test]
+
+
+# One query per relation, written the same by the RAMP oracle's lookups and the questions' hops: what
+# pretraining teaches to search is what the questions need.
+def founder_query(company: str) -> str:
+    return f"{company} company founded by"
+
+
+def headquarters_query(company: str) -> str:
+    return f"{company} headquarters"
+
+
+def birth_city_query(person: str) -> str:
+    return f"{person} born city"
+
+
+def country_query(city: str) -> str:
+    return f"{city} municipality country"
 
 
 def _article(word: str) -> str:
@@ -364,7 +376,7 @@ def _questions(
                 question=f"In which city was the founder of the company {firm.name} born?",
                 golden_answers=(cities[founder.city][0],),
                 type="bridge",
-                hop_queries=(f"{firm.name} company founded by", f"{founder.name} born city"),
+                hop_queries=(founder_query(firm.name), birth_city_query(founder.name)),
                 supporting_ids=(f"company-{k}", f"person-{firm.founder}"),
             )
         )
@@ -376,7 +388,7 @@ def _questions(
                 question=f"In which country are the headquarters of the company {firm.name}?",
                 golden_answers=(country_names[hq_country],),
                 type="bridge",
-                hop_queries=(f"{firm.name} headquarters", f"{hq_city} municipality country"),
+                hop_queries=(headquarters_query(firm.name), country_query(hq_city)),
                 supporting_ids=(f"company-{k}", f"city-{firm.hq}"),
             )
         )
@@ -389,7 +401,7 @@ def _questions(
                 question=f"Which company was founded earlier, {fa.name} or {fb.name}?",
                 golden_answers=(fa.name if fa.year < fb.year else fb.name,),
                 type="comparison",
-                hop_queries=(f"{fa.name} company founded", f"{fb.name} company founded"),
+                hop_queries=(founder_query(fa.name), founder_query(fb.name)),
                 supporting_ids=(f"company-{a}", f"company-{b}"),
             )
         )
