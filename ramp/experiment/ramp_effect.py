@@ -43,6 +43,7 @@ from pydantic import Field
 
 from ramp.config import StrictModel
 from ramp.experiment.world import write_jsonl
+from ramp.prompts import PromptTemplates
 from ramp.retrieval.env import SearchConfig
 from ramp.train.init import InitConfig
 
@@ -195,7 +196,7 @@ def write_oracle_trajectories(
     train: Sequence[Any],
     retriever: Any,
     search: SearchConfig,
-    templates: Any = None,
+    templates: PromptTemplates | None = None,
 ) -> dict[str, Any]:
     """RAMP trajectories of the samples in ``sources`` (each masked passage once; ids of later sources get
     ``@<source>``) and QA trajectories of ``train``, by the world oracle, in the prompts of ``templates``."""
