@@ -214,7 +214,6 @@ def test_oracle_queries_copy_names_as_the_prompt_tokenizes_them(
     from transformers import AutoTokenizer
 
     from ramp.agent.protocol import render_trajectory
-    from ramp.cot.trajectories import read_trajectories
 
     cfg, _, _ = tiny_run
     out = Path(cfg.output)
