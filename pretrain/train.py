@@ -19,7 +19,6 @@ boundary still carry no loss); the local spec (``model`` on CPU) resets attentio
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from ramp.train.checkpoint import (
 )
 from ramp.train.config import PretrainConfig
 from ramp.train.flops import peak_flops, train_flops_per_token
+from ramp.train.health import HealthMonitor, guard_optimizer, last_good_checkpoint
 from ramp.train.model import (
     Qwen2Shape,
     build_gpt_model,
@@ -351,7 +351,7 @@ class Trainer:
         )
         self.tc.finalize_model_grads_func = finalize_model_grads
         self.tc.no_sync_func = ddp.no_sync
-        optimizer = self._optimizer(ddp)
+        optimizer = guard_optimizer(self._optimizer(ddp), cfg.train.health)
         start = self._resume(optimizer)
         dataset = build_train_dataset(
             cfg.data.blend,
@@ -365,6 +365,11 @@ class Trainer:
         losses: dict[int, float] = {}
         timing = {"tokens": 0.0, "seconds": 0.0}
         tracker = _Tracker(cfg, self.config_text, start) if self.logging_rank else None
+        health = HealthMonitor(
+            cfg.train.health,
+            lambda: last_good_checkpoint(latest_iteration(cfg.checkpoint.dir), cfg.checkpoint.dir),
+            tracker.log if tracker is not None else None,
+        )
         try:
             stop = min(cfg.train.stop_at or cfg.train.steps, cfg.train.steps)
             bar = tqdm(range(start, stop), "train", total=stop, initial=start, disable=not self.logging_rank)
@@ -393,6 +398,8 @@ class Trainer:
                     timing["tokens"] += tokens
                     timing["seconds"] += seconds
                 losses[step + 1] = loss
+                health.check(step + 1, loss=loss, grad_norm=grad_norm)  # stop: raises before the save
+                health_metrics = health.end_step()
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if tracker is not None and ((step + 1) % cfg.tracking.log_interval == 0 or step + 1 == stop):
                     metrics = {
@@ -401,12 +408,11 @@ class Trainer:
                         "grad_norm": grad_norm,
                         "tokens_per_s": tokens / seconds,
                         "loss_tokens": float(totals[1]),
+                        **health_metrics,
                     }
                     if peak:
                         metrics["mfu"] = tokens / seconds * flops / (peak * self.info.world_size)
                     tracker.log(metrics, step + 1)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {step + 1}")
                 if (step + 1) % cfg.checkpoint.save_interval == 0 or step + 1 == stop:
                     self._save(step + 1, optimizer)
         finally:

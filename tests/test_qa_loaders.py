@@ -157,11 +157,10 @@ def test_unknown_dataset_lists_the_known_ones(tmp_path):
 
 def test_qa_sets_feed_the_rl_trainer(tmp_path):
     """`ramp finetune rl` writes a loaded QA set as the JSONL the DAPO trainer's QA task reads."""
-    from ramp.finetune.dapo import load_tasks
-
     from ramp.config import load_config
     from ramp.qa.loaders import write_qa_jsonl
     from ramp.rl.config import RLConfig
+    from ramp.rl.episodes import load_tasks
 
     records = load_qa("musique", SAMPLES / "musique-ans-dev-sample.jsonl")
     assert write_qa_jsonl(records, tmp_path / "qa.jsonl") == 2

@@ -13,6 +13,7 @@ from ramp.retrieval.env import SearchConfig
 from ramp.rewards import RewardConfig
 from ramp.rl.core_algos import AggMode
 from ramp.rl.curriculum import CurriculumConfig
+from ramp.train.health import HealthConfig
 
 
 class PolicyConfig(StrictModel):
@@ -72,6 +73,7 @@ class TrainerConfig(StrictModel):
     mlflow_uri: str | None = None
     progress: bool = True
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads; None: torch's default
+    health: HealthConfig = HealthConfig()  # non-finite loss/gradients, entropy collapse, length blow-up
 
 
 class RLConfig(StrictModel):
