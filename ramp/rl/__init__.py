@@ -1,5 +1,6 @@
-"""DAPO reinforcement learning: the formulas (:mod:`ramp.rl.core_algos`), the mask-count curriculum and the
-verl export. Pure torch; the trainer loop is ``ramp.finetune.dapo``."""
+"""DAPO reinforcement learning: the trainer (:mod:`ramp.rl.trainer`, with its actor, rollout worker, metric
+reductions and checkpoints), the formulas (:mod:`ramp.rl.core_algos`), the mask-count curriculum and the verl
+export. ``ramp.finetune.dapo`` is the entry point."""
 
 from ramp.rl.core_algos import (
     DynamicSamplingExhausted,
