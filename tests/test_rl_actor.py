@@ -69,7 +69,7 @@ def test_loss_position_logits_equal_full_logits():
     loss_full = ppo_loss(log_prob_full, ref_full, b)
     grads_full = torch.autograd.grad(loss_full, list(policy.parameters()))
     torch.testing.assert_close(entropy, entropy_full, rtol=0, atol=TOLERANCE)
-    assert abs(float(loss) - float(loss_full)) < TOLERANCE and float(loss) != 0.0
+    assert abs(loss.item() - loss_full.item()) < TOLERANCE and loss.item() != 0.0
     for grad, grad_full in zip(grads, grads_full, strict=True):
         torch.testing.assert_close(grad, grad_full, rtol=0, atol=TOLERANCE)
 

@@ -348,3 +348,14 @@ def test_a_collapsing_policy_is_stopped(task_dir, tmp_path):
         trainer.fit(on_step_end=sharpen)
     assert entropies[0] > 0.05 and entropies[1] < 1e-3, entropies
     assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == 2
+
+
+def test_kl_and_entropy_terms_against_a_reference_model(task_dir, tmp_path):
+    """With ``kl_coef`` > 0 a frozen reference joins; after the first of two updates the policy has moved
+    away from it, so the mean KL over the step's updates is positive."""
+    out = tmp_path / "run"
+    terms = {"trainer.total_steps": 1, "trainer.mini_batches": 2, "trainer.train_batch_size": 2}
+    terms |= {"algorithm.kl_coef": 0.1, "algorithm.entropy_coef": 0.01}
+    train(load_config(RLConfig, "configs/rl.yaml", overrides(task_dir, out, **{**SMALL, **terms})))
+    (step,) = history(out)
+    assert step["actor/kl"] > 0 and step["actor/entropy"] > 0 and step["actor/grad_norm"] > 0

@@ -226,7 +226,7 @@ class Actor:
         if self.kl_fn is not None:
             ref = stack_rows([e.ref_log_prob for e in chunk], mask)
             kl = aggregate(self.kl_fn(log_prob, ref), mask, algo.loss_agg_mode, **agg_kw)
-            loss, kl_value = loss + algo.kl_coef * kl, float(kl)
+            loss, kl_value = loss + algo.kl_coef * kl, float(kl.detach())
         tokens = float(mask.sum())
         metrics.add("actor/clipfrac", pg_metrics["clipfrac"] * tokens, tokens)
         metrics.add("actor/approx_kl", pg_metrics["approx_kl"] * tokens, tokens)
