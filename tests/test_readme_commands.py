@@ -94,6 +94,18 @@ ENTRIES = [
     ),
     Entry("make-test", "make test", skip="this test runs inside `make test`"),
     Entry(
+        "make-gpu-wheels",
+        "make gpu-wheels",
+        skip="downloads wheels from the package registries; its pins, pip commands and budget are tested in"
+        " tests/test_gpu_check.py",
+    ),
+    Entry(
+        "make-gpu-check",
+        "make gpu-check",
+        ("make gpu-check GPU_PY={venv}/bin/python",),
+        says=("gpu-check: no CUDA GPU on this machine",),
+    ),
+    Entry(
         "data-build",
         "ramp data build --input 'data/enwiki-sample-106-articles.xml.bz2' --format xml"
         " --output runs/samples [--config configs/data.yaml]"
@@ -295,13 +307,23 @@ ENTRIES = [
     ),
     Entry(
         "export-verl",
-        "ramp rl export-verl --samples runs/answerable --qa hotpotqa=data/hotpotqa-dev-500.jsonl"
-        " --output runs/verl",
-        (
-            "ramp rl export-verl --samples runs/answerable --qa hotpotqa=data/hotpotqa-dev-500.jsonl"
-            " --output runs/verl",
+        "ramp rl export-verl --config configs/rl.yaml --samples runs/answerable"
+        " --qa hotpotqa=data/hotpotqa-dev-500.jsonl --output runs/verl [--set policy.model=runs/sft/policy]"
+        " [--nnodes 2 --gpus-per-node 8] [--retriever-port 8000]",
+        (  # one curriculum stage: the workspace's answerable samples need not hold every mask count
+            "ramp rl export-verl --config configs/rl.yaml --samples runs/answerable"
+            " --qa hotpotqa=data/hotpotqa-dev-500.jsonl --output runs/verl --set policy.model=runs/sft/policy"
+            " --nnodes 2 --gpus-per-node 8 --retriever-port 8000 --set curriculum.stages=[1]",
         ),
-        writes=("runs/verl/ramp-k1.parquet", "runs/verl/hotpotqa.parquet"),
+        writes=(
+            "runs/verl/ramp-k1.parquet",
+            "runs/verl/hotpotqa.parquet",
+            "runs/verl/ramp-k1.yaml",
+            "runs/verl/ramp_dapo.yaml",
+            "runs/verl/tool_config.yaml",
+            "runs/verl/agent_loop.yaml",
+            "runs/verl/launch.sh",
+        ),
         needs=("answerability",),
     ),
     Entry(
