@@ -304,14 +304,12 @@ def _hf_05b(work: Path) -> Path:
     return hf
 
 
-def _pretrain_config(work: Path, name: str, steps: int, **values: Any) -> Any:
-    from ramp.config import load_config
-    from ramp.train.config import PretrainConfig
-
-    settings = {
+def pretrain_values(data: Path, hf: Path, work: Path, name: str, steps: int) -> dict[str, Any]:
+    """``ramp pretrain train``'s settings for a timed 0.5B run (bf16, seq 4096, micro 2, global 16)."""
+    return {
         "prepare.seq_length": SEQ_LENGTH,
-        "data.blend": ["1.0", str(_data() / "shards")],
-        "model.hf": str(_hf_05b(work)),
+        "data.blend": ["1.0", str(data / "shards")],
+        "model.hf": str(hf),
         "model.init": "random",
         "optim.warmup_steps": 2,
         "optim.lr": 3e-4,
@@ -325,8 +323,14 @@ def _pretrain_config(work: Path, name: str, steps: int, **values: Any) -> Any:
         "checkpoint.resume": False,
         "tracking.log_interval": 1,
         "tracking.run_name": name,
-        **values,
     }
+
+
+def _pretrain_config(work: Path, name: str, steps: int, **values: Any) -> Any:
+    from ramp.config import load_config
+    from ramp.train.config import PretrainConfig
+
+    settings = {**pretrain_values(_data(), _hf_05b(work), work, name, steps), **values}
     return load_config(PretrainConfig, "pretrain", values=settings)
 
 
@@ -541,18 +545,16 @@ def _questions(work: Path, n: int = 8) -> Path:
     return path
 
 
-def part_dapo_fsdp2(work: Path, steps: int) -> dict[str, Any]:
-    import torch
-    import torch.distributed as dist
-    from ramp.finetune.dapo import shard
-    from ramp.finetune.dapo import train as dapo_train
-
-    from ramp.config import load_config
-    from ramp.rl.config import RLConfig
-
-    url = _serve_retriever()
-    hf = _hf_05b(work)
-    sizes = {
+def rl_values(hf: Path, url: str, questions: Path, out: Path) -> dict[str, Any]:
+    """One ``ramp rl train`` step on the GPU: QA task, 4 prompts x 4 rollouts of a few tokens."""
+    return {
+        "policy.model": str(hf),
+        "policy.dtype": "bfloat16",
+        "retriever": {"kind": "http", "url": url},
+        "data.task": "qa",
+        "data.qa": str(questions),
+        "trainer.output_dir": str(out),
+        "trainer.progress": False,
         "trainer.total_steps": 1,
         "trainer.train_batch_size": 4,
         "trainer.gen_batch_size": 4,
@@ -564,16 +566,24 @@ def part_dapo_fsdp2(work: Path, steps: int) -> dict[str, Any]:
         "rollout.max_total_new_tokens": 64,
         "algorithm.filter_groups": False,
     }
-    values = {
-        "policy.model": str(hf),
-        "policy.dtype": "bfloat16",
-        "retriever": {"kind": "http", "url": url},
-        "data.task": "qa",
-        "data.qa": str(_questions(work)),
-        "trainer.output_dir": str(work / "rl"),
-        "trainer.progress": False,
-        **sizes,
-    }
+
+
+def part_dapo_fsdp2(work: Path, steps: int) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+    from ramp.finetune.dapo import train as dapo_train
+
+    from ramp.config import load_config
+    from ramp.rl.config import RLConfig
+
+    try:
+        from ramp.rl.distributed import shard  # once the trainer is split into ramp/rl/
+    except ImportError:
+        from ramp.finetune.dapo import shard
+
+    url = _serve_retriever()
+    hf = _hf_05b(work)
+    values = rl_values(hf, url, _questions(work), work / "rl")
     began = time.perf_counter()
     dapo_train(load_config(RLConfig, "rl", values=values))
     step_s = time.perf_counter() - began
@@ -607,12 +617,10 @@ def part_dapo_fsdp2(work: Path, steps: int) -> dict[str, Any]:
     }
 
 
-def part_eval(work: Path, steps: int) -> dict[str, Any]:
-    url = _serve_retriever()
-    out = work / "eval"
-    command = [sys.executable, "-m", "ramp", "eval", "run", "--config", "eval", "--output", str(out)]
-    for item in (
-        f"agent.backend.hf.model={_hf_05b(work)}",
+def eval_overrides(hf: Path, url: str, questions: Path) -> list[str]:
+    """``ramp eval run`` on the GPU: the hf backend in bf16, two short turns per question."""
+    return [
+        f"agent.backend.hf.model={hf}",
         "agent.backend.hf.device=cuda",
         "agent.backend.hf.dtype=bfloat16",
         "agent.rollout.max_new_tokens_per_turn=64",
@@ -620,9 +628,16 @@ def part_eval(work: Path, steps: int) -> dict[str, Any]:
         "agent.rollout.max_turns=2",
         "retriever.kind=http",
         f"retriever.url={url}",
-        "datasets=[{name: hotpotqa, path: " + str(_questions(work)) + "}]",
+        f"datasets=[{{name: hotpotqa, path: {questions}}}]",
         "run_name=gpu-check",
-    ):
+    ]
+
+
+def part_eval(work: Path, steps: int) -> dict[str, Any]:
+    url = _serve_retriever()
+    out = work / "eval"
+    command = [sys.executable, "-m", "ramp", "eval", "run", "--config", "eval", "--output", str(out)]
+    for item in eval_overrides(_hf_05b(work), url, _questions(work)):
         command += ["--set", item]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)

@@ -103,3 +103,25 @@ def test_the_check_retriever_ranks_by_bm25():
     assert "Twycross" in hits[0].title + hits[0].text
     (without,) = retriever.search(["Twycross Zoo founder"], k=3, exclude_doc_ids=[{hits[0].doc_id}])
     assert hits[0].doc_id not in {h.doc_id for h in without} and without[0] == hits[1]
+
+
+def test_the_parts_settings_are_valid_configs(tmp_path):
+    """The GPU parts cannot run here; their settings go through the same loaders as `ramp` commands."""
+    from ramp.config import apply_overrides, load_config, read_yaml
+    from ramp.qa.config import EvalConfig
+    from ramp.rl.config import RLConfig
+    from ramp.train.config import PretrainConfig
+
+    values = gpu_check.pretrain_values(tmp_path / "data", tmp_path / "hf", tmp_path, "run", steps=12)
+    extra = {"parallel.use_distributed_optimizer": True, "parallel.recompute": True}
+    pretrain = load_config(PretrainConfig, "pretrain", values={**values, **extra})
+    assert pretrain.train.precision == "bf16" and pretrain.parallel.recompute
+    assert pretrain.prepare.seq_length == gpu_check.SEQ_LENGTH and pretrain.train.global_batch_size == 16
+    rl = load_config(
+        RLConfig, "rl", values=gpu_check.rl_values(tmp_path, "http://127.0.0.1:1", tmp_path / "q", tmp_path)
+    )
+    assert rl.retriever.kind == "http" and rl.data.task == "qa" and rl.trainer.total_steps == 1
+    overrides = gpu_check.eval_overrides(tmp_path / "hf", "http://127.0.0.1:1", tmp_path / "q.jsonl")
+    evaluation = EvalConfig.model_validate(apply_overrides(read_yaml("eval"), overrides))
+    assert evaluation.agent.backend.hf.device == "cuda" and evaluation.retriever.url == "http://127.0.0.1:1"
+    assert [(d.name, d.path) for d in evaluation.datasets] == [("hotpotqa", str(tmp_path / "q.jsonl"))]
