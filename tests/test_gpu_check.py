@@ -32,7 +32,7 @@ def test_every_part_is_checked_or_skipped_with_a_reason():
     assert set(gpu_check.PARTS) == set(gpu_check.PART_FUNCTIONS) | set(gpu_check.SKIPPED)
     assert set(gpu_check.SKIPPED) == {"vllm", "transformer_engine"}
     assert all("64 MiB" in reason for reason in gpu_check.SKIPPED.values())
-    assert sum(gpu_check.TIME_LIMITS_S.values()) < 8 * 60
+    assert sum(gpu_check.TIME_LIMITS_S.values()) <= 7.5 * 60  # the install takes the rest of 8 minutes
 
 
 def test_wheel_list_and_pip_commands(tmp_path):

@@ -108,7 +108,7 @@ def test_export_verl_writes_the_curriculum_stages_and_launch(tmp_path):
     assert base["data"]["val_files"] == [str(out / "ramp-k2.parquet")]  # no QA set: the first stage
     assert base["reward"]["custom_reward_function"]["path"] == "pkg://ramp.rl.verl"
     tools = yaml.safe_load((out / "tool_config.yaml").read_text())["tools"]
-    assert tools[0]["class_name"] == "ramp.rl.verl_agent.RampSearchTool"
+    assert tools[0]["class_name"] == "ramp.finetune.verl_agent.RampSearchTool"
     assert tools[0]["config"]["retriever_url"] == "http://127.0.0.1:8000"
 
 

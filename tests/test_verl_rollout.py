@@ -22,6 +22,7 @@ pytest.importorskip("verl", reason="verl runs in its own environment: make verl-
 import hydra
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
+from ramp.finetune.verl_agent import RampSearchTool
 from tiny_model import ScriptedBackend, tiny_backend
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
 from verl.tools.tool_registry import initialize_tools_from_config, load_all_tools
@@ -41,7 +42,6 @@ from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.rl.config import RLConfig
 from ramp.rl.verl import compute_score
-from ramp.rl.verl_agent import RampSearchTool
 
 SCRIPT = ["<search> Orla Vance</search>", "<answer>\n[1] Paris\n</answer>"]
 

@@ -91,7 +91,7 @@ def test_every_stage_loads_with_verls_config_loader(run):
         assert config.reward.reward_manager.name == "dapo"
         assert config.reward.reward_kwargs.overlong_buffer_cfg.len == 512
         (entry,) = OmegaConf.load(rollout.agent.agent_loop_config_path)
-        assert entry._target_ == "ramp.rl.verl_agent.RampAgentLoop"
+        assert entry._target_ == "ramp.finetune.verl_agent.RampAgentLoop"
 
 
 def _batch(tokenizer, prompt_ids: list[int], response: str, row: dict[str, Any]) -> DataProto:

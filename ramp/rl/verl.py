@@ -5,7 +5,7 @@ prompts as ``ramp rl train``), ``ability``, ``reward_model`` ``{"style": "rule",
 {"target", "num_masks"}}`` (``target``: per mask its accepted fills; QA: one entry, the accepted answers;
 ``num_masks`` 0 for QA), ``extra_info`` (``index``: a unique id, ``split``, ``num_masks``,
 ``exclude_doc_ids``, and ``tools_kwargs``: the same exclusions as the search tool's ``create_kwargs``) and
-``agent_name`` (``ramp_search``: RAMP's agent loop, :mod:`ramp.rl.verl_agent`). verl calls
+``agent_name`` (``ramp_search``: RAMP's agent loop, :mod:`ramp.finetune.verl_agent`). verl calls
 :func:`compute_score` with ``custom_reward_function.path=pkg://ramp.rl.verl``
 ``custom_reward_function.name=compute_score``. The configs and launch script of a run:
 :mod:`ramp.rl.verl_launch`.
@@ -25,7 +25,7 @@ from ramp.prompts import load_templates
 from ramp.rewards import RewardConfig, combined_reward
 
 RAMP_SOURCE = "ramp"
-AGENT_NAME = "ramp_search"  # ramp.rl.verl_agent.RampAgentLoop
+AGENT_NAME = "ramp_search"  # ramp.finetune.verl_agent.RampAgentLoop
 
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 VERL_SCHEMA = pa.schema(

@@ -2,9 +2,9 @@
 
 ``ramp rl export-verl`` writes, beside the parquet files (:mod:`ramp.rl.verl`):
 
-- ``tool_config.yaml``: RAMP's search tool (:class:`ramp.rl.verl_agent.RampSearchTool`) with the recipe's
-  ``search:`` settings, calling the retriever every node serves on ``127.0.0.1``;
-- ``agent_loop.yaml``: RAMP's agent loop (``ramp_search``, :class:`ramp.rl.verl_agent.RampAgentLoop`);
+- ``tool_config.yaml``: RAMP's search tool (:class:`ramp.finetune.verl_agent.RampSearchTool`) with the
+  recipe's ``search:`` settings, calling the retriever every node serves on ``127.0.0.1``;
+- ``agent_loop.yaml``: RAMP's agent loop (``ramp_search``, :class:`ramp.finetune.verl_agent.RampAgentLoop`);
 - ``ramp_dapo.yaml``: ``verl.trainer.main_ppo``'s ``ppo_trainer`` config with DAPO as verl's recipe sets it
   (clip-higher, token-mean, overlong buffer through the ``dapo`` reward manager, group filtering on the
   ``answer`` score) from the RL recipe's values;
@@ -29,8 +29,8 @@ import yaml
 
 from ramp.rl.config import RLConfig
 
-TOOL_CLASS = "ramp.rl.verl_agent.RampSearchTool"
-AGENT_LOOP_TARGET = "ramp.rl.verl_agent.RampAgentLoop"
+TOOL_CLASS = "ramp.finetune.verl_agent.RampSearchTool"
+AGENT_LOOP_TARGET = "ramp.finetune.verl_agent.RampAgentLoop"
 AGENT_LOOP_NAME = "ramp_search"
 REWARD_MODULE = "pkg://ramp.rl.verl"
 BASE_CONFIG = "ramp_dapo"
@@ -258,6 +258,10 @@ fi
 if [ "$NNODES" -gt 1 ]; then
     ray start --head --port "$RAY_PORT"
     export RAY_ADDRESS="$HEAD_ADDR:$RAY_PORT"
+    ALIVE="import ray; ray.init(logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    until [ "$("$PYTHON" -c "$ALIVE")" = "$NNODES" ]; do
+        sleep 5  # every node joins Ray (after starting its retriever)
+    done
 fi
 for STAGE in "${{STAGES[@]}}"; do
     POLICY="$HERE/policy/$STAGE"
