@@ -9,8 +9,8 @@ hidden, and the other parts still run):
   convert hf-to-mcore``'s checkpoint), max |Δlogit|;
 - ``throughput``: tokens/s and MFU of megatron vs the plain transformers loop, same rows (was
   ``bench/bench_pretrain_gpu.py``; targets ratio ≥ 1.3, MFU ≥ 40%);
-- ``loss_position_logits``: the plain transformers loop with the output layer at every position vs only at
-  loss-carrying positions, 0.5B shape (tokens/s ratio);
+- ``loss_position_logits``: the DAPO actor's update (``ramp.rl.actor.response_log_probs``) with the output
+  layer at every position vs only at loss-carrying positions, 0.5B shape (tokens/s ratio);
 - ``dapo_fsdp2``: one ``ramp rl train`` step with the HF engine on CUDA (QA task, tiny sizes), and the
   policy sharded with FSDP2 (the trainer's ``shard``) on a one-GPU process group: loss and gradient norm
   equal to the unsharded policy's;
@@ -395,10 +395,9 @@ def part_parity(work: Path, steps: int) -> dict[str, Any]:
     return {"ok": diff <= 1e-3, "max_abs_logit_diff": diff, "tolerance": 1e-3, "precision": "fp32, TF32 off"}
 
 
-def _transformers_loop(config: Any, loss_positions_only: bool = False) -> float:
+def _transformers_loop(config: Any) -> float:
     """Plain transformers training (bf16 autocast over fp32 weights, fused AdamW) on the shards' rows;
-    ``loss_positions_only``: the output layer and loss only where the loss mask is 1. Non-pad tokens/s,
-    first step excluded."""
+    non-pad tokens/s, first step excluded."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -421,18 +420,49 @@ def _transformers_loop(config: Any, loss_positions_only: bool = False) -> float:
             batch = rows[start : start + cfg.micro_batch_size]
             ids = torch.stack([r["tokens"] for r in batch]).cuda()
             labels = torch.stack([r["labels"] for r in batch]).cuda()
-            mask = torch.stack([r["loss_mask"] for r in batch]).cuda().bool()
+            mask = torch.stack([r["loss_mask"] for r in batch]).cuda()
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                if loss_positions_only:
-                    hidden = model.model(input_ids=ids).last_hidden_state[mask]
-                    logits, targets = model.lm_head(hidden), labels[mask]
-                else:
-                    logits, targets = model(input_ids=ids).logits.flatten(0, 1), labels.flatten()
-            per_token = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-            if not loss_positions_only:
-                per_token = per_token * mask.flatten()
-            (per_token.sum() / count).backward()
+                logits = model(input_ids=ids).logits
+            per_token = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), labels.flatten(), reduction="none"
+            )
+            ((per_token * mask.flatten()).sum() / count).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if step:
+            tokens += sum(float((r["segment_ids"] >= 0).sum()) for r in rows)
+            seconds += time.perf_counter() - began
+    del model, optimizer
+    torch.cuda.empty_cache()
+    return tokens / seconds
+
+
+def _actor_update(config: Any, loss_positions_only: bool) -> float:
+    """The DAPO actor's log-probs (``ramp.rl.actor.response_log_probs``), forward and backward with an
+    AdamW step, bf16 policy, on the shards' rows (their loss mask as the sampled tokens); tokens/s."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ramp.rl.actor import Batch, response_log_probs
+    from ramp.train.shards import build_train_dataset
+
+    cfg = config.train
+    model = AutoModelForCausalLM.from_pretrained(config.model.hf, dtype=torch.bfloat16).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+    dataset = build_train_dataset(config.data.blend, SEQ_LENGTH, cfg.steps * cfg.global_batch_size, cfg.seed)
+    tokens = seconds = 0.0
+    for step in range(cfg.steps):
+        began = time.perf_counter()
+        rows = [dataset[step * cfg.global_batch_size + i] for i in range(cfg.global_batch_size)]
+        for start in range(0, len(rows), cfg.micro_batch_size):
+            part = rows[start : start + cfg.micro_batch_size]
+            ids = torch.stack([r["tokens"] for r in part]).cuda()
+            mask = torch.stack([r["loss_mask"] for r in part]).cuda().float()[:, :-1]
+            batch = Batch(ids, torch.ones_like(ids), mask, torch.ones(len(part), device="cuda"))
+            log_probs, _ = response_log_probs(model, batch, 1.0, loss_positions_only=loss_positions_only)
+            (-(log_probs * mask).sum() / mask.sum().clamp(min=1.0)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
@@ -463,13 +493,14 @@ def part_throughput(work: Path, steps: int) -> dict[str, Any]:
 
 def part_loss_position_logits(work: Path, steps: int) -> dict[str, Any]:
     config = _pretrain_config(work, "positions", steps)
-    full = _transformers_loop(config)
-    positions = _transformers_loop(config, loss_positions_only=True)
+    full = _actor_update(config, loss_positions_only=False)
+    positions = _actor_update(config, loss_positions_only=True)
     return {
         "ok": True,
         "full_logits_tokens_per_s": round(full, 1),
         "loss_position_logits_tokens_per_s": round(positions, 1),
         "speedup": round(positions / full, 3),
+        "settings": "the DAPO actor's log-probs, bf16 policy, the shards' loss mask as sampled tokens",
     }
 
 
@@ -585,11 +616,7 @@ def part_dapo_fsdp2(work: Path, steps: int) -> dict[str, Any]:
 
     from ramp.config import load_config
     from ramp.rl.config import RLConfig
-
-    try:
-        from ramp.rl.distributed import shard  # once the trainer is split into ramp/rl/
-    except ImportError:
-        from ramp.finetune.dapo import shard
+    from ramp.rl.distributed import shard
 
     url = _serve_retriever()
     hf = _hf_05b(work)
