@@ -48,6 +48,7 @@ def cot_command(
         raise typer.BadParameter(f"--teacher must be one of {', '.join(TEACHERS)}")
     from ramp.cot.config import CotConfig
     from ramp.pipelines.cot_builder import run_cot
+    from ramp.pipelines.runner import BeamRun
 
     extra = [f"teacher.kind={teacher}"] if teacher else []
     cfg = load_with_retriever(CotConfig, config, [*extra, *(overrides or [])], index, retriever_url)
@@ -56,10 +57,9 @@ def cot_command(
             samples,
             output,
             cfg,
-            workers,
-            beam_args(ctx, pipeline_options),
+            BeamRun(workers, tuple(beam_args(ctx, pipeline_options))),
             chunk_mb,
-            allow_foreign_index=allow_foreign_index,
+            allow_foreign_index,
         )
     typer.echo(format_summary(stats))
 

@@ -46,10 +46,12 @@ def build_command(
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
     from ramp.data.stats import format_stats
     from ramp.pipelines.ramp_data import load_data_config, run_build
+    from ramp.pipelines.runner import BeamRun
 
     cfg = load_data_config(config, fmt, overrides or [])
+    beam_run = BeamRun(workers, tuple(beam_args(ctx, pipeline_options)))
     with beam_logs(output, "data-build", verbose):
-        stats = run_build(inputs, output, cfg, workers, beam_args(ctx, pipeline_options), chunk_mb)
+        stats = run_build(inputs, output, cfg, beam_run, chunk_mb)
     typer.echo(format_stats(stats))
 
 
@@ -105,6 +107,7 @@ def answerability_command(
     """Keep samples whose masks the search tool can answer without the source passage."""
     from ramp.data.answerability import format_answerability_stats
     from ramp.pipelines.answerability import run_answerability
+    from ramp.pipelines.runner import BeamRun
     from ramp.retrieval.config import RetrievalSettings
 
     settings = load_with_retriever(
@@ -116,9 +119,8 @@ def answerability_command(
             output,
             settings.retriever,
             settings.answerability,
-            workers,
-            beam_args(ctx, pipeline_options),
+            BeamRun(workers, tuple(beam_args(ctx, pipeline_options))),
             chunk_mb,
-            allow_foreign_index=allow_foreign_index,
+            allow_foreign_index,
         )
     typer.echo(format_answerability_stats(stats))
