@@ -125,8 +125,8 @@ RECIPE_MODELS = {
     "experiment/ramp_effect": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/prompts": "ramp.prompts:PromptTemplates",
-    "demo/demo": "ramp.experiment.demo:DemoConfig",
-    "demo/ci": "ramp.experiment.demo:DemoConfig",
+    "demo/demo": "ramp.cli.demo:DemoConfig",
+    "demo/ci": "ramp.cli.demo:DemoConfig",
 }
 
 

@@ -165,6 +165,7 @@ def test_settings_must_be_json_data(tmp_path: Path) -> None:
         stage_fingerprint(stage)
     same = [Stage("s", lambda: None, settings=v) for v in ({"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1})]
     assert stage_fingerprint(same[0])[0] == stage_fingerprint(same[1])[0]  # canonical: key order ignored
-    assert stage_fingerprint(Stage("s", lambda: None, settings=Shout()))[0] != stage_fingerprint(
-        Stage("s", lambda: None, settings=Shout(suffix="?"))
-    )[0]
+    assert (
+        stage_fingerprint(Stage("s", lambda: None, settings=Shout()))[0]
+        != stage_fingerprint(Stage("s", lambda: None, settings=Shout(suffix="?")))[0]
+    )

@@ -28,7 +28,7 @@ def demo_command(
     """Every stage on the bundled data: masking -> index -> answerable samples -> trajectories -> tiny
     policy -> Megatron pretraining -> HF -> DAPO curriculum -> HotpotQA fine-tuning -> evaluation ->
     MLflow. A rerun skips the stages that are done (their inputs unchanged) unless --force."""
-    from ramp.experiment.demo import Demo, load_demo_config
+    from ramp.cli.demo import Demo, load_demo_config
 
     demo = Demo(load_demo_config(config, overrides or [], output), echo=typer.echo)
     typer.echo(f"RAMP demo -> {demo.out} (stage progress below; done stages are skipped, --force reruns)")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ramp.cli.options import Overrides
+
+if TYPE_CHECKING:
+    from ramp.rl.config import RLConfig
 
 finetune_app = typer.Typer(no_args_is_help=True)
 
@@ -56,19 +60,32 @@ def rl(
 ) -> None:
     """DAPO on a QA set: the questions go to the RL trainer's QA task (QA prompt, configurable reward).
     For several processes, run `ramp rl train --nproc N --set data.task=qa --set data.qa=FILE`."""
-    from ramp.config import load_config
-    from ramp.qa.loaders import load_qa, write_qa_jsonl
-    from ramp.rl.config import RLConfig
-
-    settings = load_config(RLConfig, config, overrides or [])
-    train_file = Path(settings.trainer.output_dir) / QA_TRAIN_FILE
-    count = write_qa_jsonl(load_qa(dataset, input, limit), train_file)
-    values: dict[str, object] = {"data.task": "qa", "data.qa": str(train_file)}
-    if reward is not None:
-        values["reward.metric"] = reward
-    settings = load_config(RLConfig, config, overrides or [], values=values)
-    typer.echo(f"{count} {dataset} questions -> {train_file}")
+    settings = qa_rl_config(config, overrides or [], reward)
+    count = write_qa_questions(settings, dataset, input, limit)
+    typer.echo(f"{count} {dataset} questions -> {settings.data.qa}")
     from ramp.finetune.dapo import train
 
     out = train(settings)
     typer.echo(f"trained {settings.trainer.total_steps} steps; policy and checkpoint in {out}")
+
+
+def qa_rl_config(config: str, overrides: Sequence[str], reward: str | None) -> RLConfig:
+    """The RL recipe with its QA task: ``data.qa`` is OUTPUT/qa-train.jsonl (``trainer.output_dir``)."""
+    from ramp.config import load_config
+    from ramp.rl.config import RLConfig
+
+    settings = load_config(RLConfig, config, overrides)
+    values: dict[str, object] = {
+        "data.task": "qa",
+        "data.qa": str(Path(settings.trainer.output_dir) / QA_TRAIN_FILE),
+    }
+    if reward is not None:
+        values["reward.metric"] = reward
+    return load_config(RLConfig, config, overrides, values=values)
+
+
+def write_qa_questions(settings: RLConfig, dataset: str, source: str | None, limit: int | None) -> int:
+    """The questions of ``dataset`` (file ``source``; the first ``limit``) as ``settings.data.qa``."""
+    from ramp.qa.loaders import load_qa, write_qa_jsonl
+
+    return write_qa_jsonl(load_qa(dataset, source, limit), Path(settings.data.qa))
