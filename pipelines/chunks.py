@@ -192,11 +192,10 @@ class _Chunks:
         for index, stage in enumerate(tqdm(stages, desc=f"{job.name} chunks", unit="chunk")):
             self.runner.run_one(stage)
             stats.append(_read_json(self._stats_path(index)))
-        for tag in (
-            self.tags if self.two is not None else ()
-        ):  # first phases are kept until their chunk is done
-            shutil.rmtree(self.state / f"{tag}{FIRST}", ignore_errors=True)
-            self.runner.marker(f"{tag}{FIRST}").unlink(missing_ok=True)
+        if self.two is not None:  # every chunk is complete: its first phase has served
+            for tag in self.tags:
+                shutil.rmtree(self.state / f"{tag}{FIRST}", ignore_errors=True)
+                self.runner.marker(f"{tag}{FIRST}").unlink(missing_ok=True)
         merged = job.merge(stats)
         _write_if_changed(self.out / STATS_FILE, json.dumps(merged, indent=2) + "\n")
         return merged
@@ -228,6 +227,7 @@ class _Chunks:
             shutil.rmtree(work, ignore_errors=True)
             if self.two is not None:
                 assert counts is not None and totals is not None, "the first phases ran"
+                self.runner.run_one(self._first(index))  # (redone if deleted after an earlier draw)
                 first = str(self.state / f"{tag}{FIRST}")
                 stats = self.two.second(first, counts, totals, str(work))
             else:
@@ -261,8 +261,8 @@ class _Chunks:
         )
 
     def _recorded_counts(self, index: int) -> Stats | None:
-        """A complete chunk's counts (from its marker, when it still holds for the chunk's input), else
-        None: a chunk's counts depend on its input alone, so a complete chunk's are current."""
+        """A complete chunk's counts, from its marker: current when the chunk is still complete for the
+        totals it was drawn with (its settings and input unchanged), else None."""
         record = self.runner.recorded(self.tags[index])
         settings = record.get("settings") if record else None
         if not isinstance(settings, dict) or settings.get("counts") is None:

@@ -392,9 +392,9 @@ def _rejection_key(rejection: Rejection) -> str:
 
 
 def read_passages(
-    pipeline: beam.Pipeline, config: DataConfig, tasks: Sequence[ReadTask]
+    pipeline: beam.Pipeline, config: DataConfig, tasks: Sequence[ReadTask], spread: bool = True
 ) -> tuple[Any, Any, list[Any]]:
-    """Passages, passage tasks (spread over workers) and the read/split rejections of the input."""
+    """Passages, passage tasks (``spread`` over workers) and the read/split rejections of the input."""
     read = pipeline | "ReadRecords" >> ReadRecords(tasks, config.source.format)
     rejected = [read[REJECTED]]
     if config.source.format == "dpr":
@@ -405,7 +405,9 @@ def read_passages(
         passage_tasks = split.passages
         passages = passage_tasks | "Passages" >> beam.Map(lambda task: task[0])
         rejected.append(split[REJECTED])
-    return passages, passage_tasks | "Spread" >> beam.Reshuffle(), rejected
+    if spread:
+        passage_tasks = passage_tasks | "Spread" >> beam.Reshuffle()
+    return passages, passage_tasks, rejected
 
 
 SPANS = "spans"  # a first phase's span tasks: spans-*.jsonl
@@ -421,8 +423,10 @@ def build(
     phase: Phase = "whole",
     first: str = "",
     passages_by_m: dict[int, int] | None = None,
+    spread: bool = True,
 ) -> None:
-    """The masking job as one pipeline: read -> split -> find spans -> draw masks -> write ``out``.
+    """The masking job as one pipeline: read -> split -> find spans -> draw masks -> write ``out``
+    (``spread``: the passages reshuffled over the workers; one local worker has nothing to spread).
 
     A two-phase chunk (``k_mix: balanced``, :mod:`ramp.pipelines.chunks`) runs it in halves: ``spans``
     stops after span finding (writes the passages, the span tasks and the rejections so far, and counts
@@ -443,7 +447,7 @@ def build(
             | "Rejections" >> beam.Map(lambda row: Rejection(**row))
         )
     else:
-        passages, passage_tasks, rejected = read_passages(pipeline, config, tasks)
+        passages, passage_tasks, rejected = read_passages(pipeline, config, tasks, spread)
         spans, filtered = passage_tasks | "FindSpans" >> FindSpans(config)
         rejected.append(filtered)
     if phase == "spans":
@@ -510,13 +514,16 @@ class BuildJob:
 
     def run(self, part: list[ReadTask], directory: str) -> dict[str, Any]:
         clear_outputs(directory, OUTPUT_FILES)
-        counters = self.beam_run.run(lambda p: build(p, self.config, part, directory), METRICS_NAMESPACE)
+        counters = self.beam_run.run(
+            lambda p: build(p, self.config, part, directory, spread=self.beam_run.parallel), METRICS_NAMESPACE
+        )
         return _write_stats(directory, _skipped(counters))
 
     def first(self, part: list[ReadTask], directory: str) -> dict[str, Any]:
         clear_outputs(directory, ["*"])
         counters = self.beam_run.run(
-            lambda p: build(p, self.config, part, directory, "spans"), METRICS_NAMESPACE
+            lambda p: build(p, self.config, part, directory, "spans", spread=self.beam_run.parallel),
+            METRICS_NAMESPACE,
         )
         return {"passages_by_m": split_allowed(counters)[0], "skipped": _skipped(counters)}
 

@@ -48,6 +48,11 @@ class BeamRun:
     workers: int = 1
     pipeline_args: tuple[str, ...] = ()
 
+    @property
+    def parallel(self) -> bool:
+        """More than one worker: several local processes, or a remote runner."""
+        return self.workers > 1 or not is_local_runner(self.pipeline_args)
+
     def run(self, build: Callable[[beam.Pipeline], object], namespace: str) -> dict[str, int]:
         """Wire a pipeline with ``build``, run it to the end and return its counters of ``namespace``."""
         pipeline = beam.Pipeline(options=pipeline_options(self.workers, self.pipeline_args))

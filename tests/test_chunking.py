@@ -121,6 +121,81 @@ def test_helpers() -> None:
         sum_stats([{"k": "x"}, {"k": "y"}])
 
 
+class _ToyJob:
+    """A two-phase job without Beam: each file's line count, then each file written with the total."""
+
+    name, output_patterns, summary_files, two_phase = "toy", ("out-*.txt",), (), True
+    settings = {"suffix": "lines"}
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def inputs(self, part: list[str]) -> list[str]:
+        return part
+
+    def outputs(self, part: list[str]) -> list[str]:
+        return ["out-00000-of-00001.txt"]
+
+    def run(self, part: list[str], directory: str) -> dict[str, Any]:
+        raise AssertionError("a chunked run")
+
+    def first(self, part: list[str], directory: str) -> dict[str, Any]:
+        self.calls.append(f"first {Path(part[0]).name}")
+        Path(directory).mkdir(parents=True)
+        text = "".join(Path(p).read_text() for p in part)
+        (Path(directory) / "copy.txt").write_text(text)
+        return {"lines": text.count("\n")}
+
+    def second(self, first: str, counts: dict, totals: dict, directory: str) -> dict[str, Any]:
+        self.calls.append(f"second {counts['lines']}")
+        Path(directory).mkdir(parents=True)
+        text = (Path(first) / "copy.txt").read_text()
+        (Path(directory) / "out-00000-of-00001.txt").write_text(
+            f"{text}of {totals['lines']} {self.settings['suffix']}"
+        )
+        return {"lines": counts["lines"]}
+
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        return sum_stats(parts)
+
+
+def test_the_driver_reruns_what_a_changed_input_decides(tmp_path: Path) -> None:
+    """Two phases, three files of about one chunk each: unchanged, nothing runs or is written; one file
+    changed, its first phase reruns and, its count changed, every chunk redraws with the new total (their
+    first phases, deleted once they were complete, run again)."""
+    from ramp.pipelines.chunks import run_chunked
+
+    files = [tmp_path / f"in-{i}.txt" for i in range(3)]
+    for i, path in enumerate(files):
+        path.write_text("line\n" * (i + 1))
+    out = tmp_path / "out"
+
+    def run(job: _ToyJob) -> dict[str, Any]:
+        sizes = [p.stat().st_size for p in files]
+        return run_chunked(job, str(out), [str(p) for p in files], sizes, chunk_mb=5 / 2**20)
+
+    job = _ToyJob()
+    assert run(job) == {"lines": 6} and len(job.calls) == 6
+    assert (out / "out-00000-of-00001.c0002.txt").read_text() == "line\nline\nline\nof 6 lines"
+    assert not list((out / ".chunks").glob("*.first*"))  # first phases deleted once every chunk is done
+    before = _mtimes(out)
+    job = _ToyJob()
+    assert run(job) == {"lines": 6} and job.calls == [] and _mtimes(out) == before
+
+    files[0].write_text("line\n" * 4)  # chunk 0's count changes: the total changes
+    job = _ToyJob()
+    assert run(job) == {"lines": 9}
+    assert job.calls == [
+        "first in-0.txt",
+        "second 4",
+        "first in-1.txt",
+        "second 2",
+        "first in-2.txt",
+        "second 3",
+    ]
+    assert (out / "out-00000-of-00001.c0001.txt").read_text() == "line\nline\nof 9 lines"
+
+
 def test_chunked_build_holds_the_same_samples_as_one_pass(builds: dict[str, Any]) -> None:
     single, chunked = builds["root"] / "single", builds["root"] / "chunked"
     assert len(list(chunked.glob("samples-*-of-00004.c000[0-2].parquet"))) == 12  # three chunks of 4 shards
