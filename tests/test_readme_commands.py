@@ -654,6 +654,16 @@ def test_beam_logs_go_to_a_file(workspace: Workspace) -> None:
     assert "sdk_worker" in log
 
 
+def test_megatron_warnings_go_to_a_file(workspace: Workspace) -> None:
+    """`ramp pretrain train`: megatron's and torch's start-up warnings land in logs/pretrain-train.log beside
+    the checkpoints; the console keeps the progress bar and the summary."""
+    (train,) = workspace.ensure("pretrain-train")
+    assert "Apex" not in train.stderr and "Warning" not in train.stderr, train.stderr[-2000:]
+    assert "pretrain-train.log" in train.stderr
+    log = (workspace.root / "runs/pretrain/logs/pretrain-train.log").read_text()
+    assert "Apex is not installed" in log
+
+
 def test_answerability_over_http_keeps_exactly_what_the_index_keeps(workspace: Workspace) -> None:
     """Issue 14: ``--retriever-url`` against ``ramp serve-retriever`` = ``--index`` on the same index."""
     workspace.ensure("answerability")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ramp.cli.logs import beam_logs
 from ramp.cli.options import (
     BEAM_COMMAND,
     ChunkMb,
@@ -20,6 +19,7 @@ from ramp.cli.options import (
     beam_args,
     load_with_retriever,
 )
+from ramp.logs import quiet_logs
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -48,7 +48,7 @@ def build_command(
     from ramp.pipelines.ramp_data import load_data_config, run_build
 
     cfg = load_data_config(config, fmt, overrides or [])
-    with beam_logs(output, "data-build", verbose):
+    with quiet_logs(output, "data-build", verbose):
         stats = run_build(inputs, output, cfg, workers, beam_args(ctx, pipeline_options), chunk_mb)
     typer.echo(format_stats(stats))
 
@@ -110,7 +110,7 @@ def answerability_command(
     settings = load_with_retriever(
         RetrievalSettings, config or "retrieval", overrides, index, retriever_url, required=True
     )
-    with beam_logs(output, "answerability", verbose):
+    with quiet_logs(output, "answerability", verbose):
         stats = run_answerability(
             samples,
             output,
