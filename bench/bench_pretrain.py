@@ -3,8 +3,8 @@ position ("all") and at the loss-carrying positions only ("loss"), on two shapes
 
 Shapes: ``experiment`` (the RAMP-effect experiment's policy: hidden 64, intermediate 192, 2 layers, 4 heads,
 2 KV heads, vocabulary 3,146, seq 1,024, micro = global batch 2) and ``0.5b`` (Qwen2.5-0.5B: hidden 896,
-24 layers, 14 heads, 2 KV heads, intermediate 4,864, vocabulary 151,936, tied embeddings; a few steps of
-global batch 1). Both train, from random weights, on the rows of one ``ramp pretrain prepare`` shard set
+24 layers, 14 heads, 2 KV heads, intermediate 4,864, vocabulary 151,936, tied embeddings; seq 512, a few
+steps of global batch 1). Both train, from random weights, on the rows of one ``ramp pretrain prepare`` shard set
 built from RAMP-shaped trajectories (the real system and user prompts, one search, a retrieved passage;
 about 10% of the positions of a packed row carry loss), drawn through the same megatron dataset in the
 same order, with the masked per-token loss, AdamW, cosine LR and gradient clipping. The baseline is
@@ -75,7 +75,7 @@ SHAPES: dict[str, dict[str, Any]] = {
             rope_theta=1_000_000.0,
             rms_norm_eps=1e-6,
         ),
-        "seq_length": 1024,
+        "seq_length": 512,  # a CPU step of this shape takes tens of seconds; the shorter conversations fit
         "micro_batch": 1,
         "global_batch": 1,
         "steps": 4,

@@ -264,7 +264,11 @@ ENTRIES = [
             "ramp pretrain train --config configs/pretrain.yaml --set model.hf=ckpt --set train.steps=2"
             " --set train.global_batch_size=2 --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
         ),
-        writes=("runs/pretrain/checkpoints/latest_checkpointed_iteration.txt", "runs/mlflow.db"),
+        writes=(
+            "runs/pretrain/checkpoints/latest_checkpointed_iteration.txt",
+            "runs/mlflow.db",
+            "runs/pretrain/logs/pretrain-train.log",
+        ),
         says=('"final_step": 2',),
         needs=("pretrain-prepare",),
     ),
@@ -335,7 +339,11 @@ ENTRIES = [
             " --set model.hf=runs/rl/policy --set prepare.num_shards=1 --set train.steps=2"
             " --set train.global_batch_size=2 --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
         ),
-        writes=("runs/finetune/sft/policy/model.safetensors", "runs/finetune/sft/shards/manifest.json"),
+        writes=(
+            "runs/finetune/sft/policy/model.safetensors",
+            "runs/finetune/sft/shards/manifest.json",
+            "runs/finetune/sft/logs/sft.log",
+        ),
         says=("trained to step 2",),
         needs=("make-demo", "rl-train"),
     ),
