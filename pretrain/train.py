@@ -253,7 +253,7 @@ class Trainer:
             yield _collate([dataset[start + k * mbs + i] for i in range(mbs)], device)
 
     def _forward(self, ddp: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-token loss ``[b, s]`` (zero where the loss mask is, with ``train.logits: loss``)."""
+        """Per-token loss ``[b, s]`` (zero where the loss mask is 0, with ``train.logits: loss``)."""
         if self.local_spec:  # SDPAttention: one causal SDPA call per packed conversation
             attention = {"attention_mask": None, "packed_seq_params": packed_segments(batch["segment_ids"])}
         else:  # Transformer Engine: its own causal mask over the row
