@@ -13,8 +13,8 @@ CPU (tests, demo): a hand micro-batch loop and ``torch.optim.AdamW`` (megatron's
 pipeline schedules and activation recomputation need CUDA). GPU: megatron's optimizer (optionally
 distributed), ``get_forward_backward_func`` schedules, optional recomputation, bf16. On the local spec
 (``ramp.train.attention``: torch SDPA) each packed conversation attends only within itself, one causal
-SDPA call per conversation, padding skipped; with the TE spec the mask is TE's causal one, so packed
-conversations see earlier conversations of their row (labels across a boundary still carry no loss).
+SDPA call per conversation, and padding is not computed; with the TE spec the mask is TE's causal one, so
+packed conversations see earlier conversations of their row (labels across a boundary still carry no loss).
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ from ramp.train.health import HealthMonitor, guard_optimizer, last_good_checkpoi
 from ramp.train.model import (
     Qwen2Shape,
     build_gpt_model,
-    causal_segment_mask,
-    packed_segments,
+    packed_rows_loss,
     padded_vocab_size,
     te_spec_available,
     transformer_config,
@@ -253,14 +252,12 @@ class Trainer:
             yield _collate([dataset[start + k * mbs + i] for i in range(mbs)], device)
 
     def _forward(self, ddp: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-token loss ``[b, s]`` (zero where the loss mask is 0, with ``train.logits: loss``)."""
-        if self.local_spec:  # SDPAttention: one causal SDPA call per packed conversation
-            attention = {"attention_mask": None, "packed_seq_params": packed_segments(batch["segment_ids"])}
-        else:  # Transformer Engine: its own causal mask over the row
-            attention = {"attention_mask": causal_segment_mask(batch["segment_ids"])}
-        loss_mask = batch["loss_mask"] if self.config.train.logits == "loss" else None
-        return ddp(
-            batch["tokens"], batch["position_ids"], labels=batch["labels"], loss_mask=loss_mask, **attention
+        return packed_rows_loss(
+            ddp,
+            batch,
+            logits=self.config.train.logits,
+            local_spec=self.local_spec,
+            unpad=self.config.parallel.pp == 1,  # pipeline stages exchange fixed shapes
         )
 
     def _cpu_step(

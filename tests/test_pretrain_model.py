@@ -16,6 +16,7 @@ from ramp.train.model import (
     build_gpt_model,
     causal_segment_mask,
     layer_spec,
+    packed_rows_loss,
     packed_segments,
     padded_vocab_size,
     transformer_config,
@@ -41,12 +42,13 @@ def tiny_shape(tie: bool = False) -> Qwen2Shape:
 
 
 def packed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Two rows of 64: three conversations then padding, and one conversation filling the row; a tenth of
-    the positions carry loss, as in RAMP trajectories."""
+    """Two rows of 64: one conversation filling the row, then three conversations and padding (so the
+    first row's last segment id is the second row's first); a tenth of the positions carry loss, as in
+    RAMP trajectories."""
     g = torch.Generator().manual_seed(seed)
-    segments = torch.tensor([[0] * 20 + [1] * 13 + [2] * 21 + [-1] * 10, [0] * 64])
+    segments = torch.tensor([[0] * 64, [0] * 20 + [1] * 13 + [2] * 21 + [-1] * 10])
     loss_mask = (torch.rand(2, 64, generator=g) < 0.12).float() * (segments >= 0)
-    loss_mask[0, 5] = loss_mask[0, 30] = loss_mask[1, 63] = 1.0
+    loss_mask[1, 5] = loss_mask[1, 30] = loss_mask[0, 63] = 1.0
     return {
         "tokens": torch.randint(0, 300, (2, 64), generator=g),
         "labels": torch.randint(0, 300, (2, 64), generator=g),
@@ -56,10 +58,14 @@ def packed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def loss_and_grads(model: Any, batch: dict[str, torch.Tensor], **inputs: Any) -> list[torch.Tensor]:
-    """[per-token loss × mask, every parameter's gradient] of Σ loss × mask."""
+def loss_and_grads(model: Any, batch: dict[str, torch.Tensor], **options: Any) -> list[torch.Tensor]:
+    """[per-token loss × mask, every parameter's gradient] of Σ loss × mask, through the trainer's
+    :func:`packed_rows_loss` (``options``) or, given ``attention_mask``, the model's own forward."""
     model.zero_grad(set_to_none=True)
-    per_token = model(batch["tokens"], batch["position_ids"], labels=batch["labels"], **inputs)
+    if "attention_mask" in options:
+        per_token = model(batch["tokens"], batch["position_ids"], labels=batch["labels"], **options)
+    else:
+        per_token = packed_rows_loss(model, batch, **options)
     (per_token * batch["loss_mask"]).sum().backward()
     return [(per_token * batch["loss_mask"]).detach(), *(p.grad.clone() for p in model.parameters())]
 
@@ -98,8 +104,9 @@ def build(shape: Qwen2Shape, tp: int = 1, spec: Any = None) -> Any:
 
 
 def test_sdpa_attention_equals_megatron_dot_product_attention(world_of_one: Any):
-    """Per packed conversation (padding skipped) and with the block-diagonal mask, the SDPA module gives
-    megatron's DotProductAttention's loss and gradients on every position that carries loss."""
+    """With the block-diagonal mask, per packed conversation, and per conversation with the padding
+    dropped (the trainer's path), the SDPA module gives megatron's DotProductAttention's loss and
+    gradients at every position that carries loss."""
     from megatron.core.transformer.dot_product_attention import DotProductAttention
 
     shape, batch = tiny_shape(), packed_batch()
@@ -109,25 +116,21 @@ def test_sdpa_attention_equals_megatron_dot_product_attention(world_of_one: Any)
     reference = build(shape, spec=megatron_spec)
     mask = causal_segment_mask(batch["segment_ids"])
     expected = loss_and_grads(reference, batch, attention_mask=mask)
-    masked = loss_and_grads(ours, batch, attention_mask=mask)
-    segments = loss_and_grads(
-        ours, batch, attention_mask=None, packed_seq_params=packed_segments(batch["segment_ids"])
-    )
-    assert max_difference(masked, expected) < TOLERANCE
-    assert max_difference(segments, expected) < TOLERANCE
+    assert max_difference(loss_and_grads(ours, batch, attention_mask=mask), expected) < TOLERANCE
+    assert max_difference(loss_and_grads(ours, batch, logits="all", unpad=False), expected) < TOLERANCE
+    assert max_difference(loss_and_grads(ours, batch, logits="all", unpad=True), expected) < TOLERANCE
     leaky = loss_and_grads(
         ours, batch, attention_mask=causal_segment_mask(torch.zeros_like(batch["segment_ids"]))
     )
     assert max_difference(leaky, expected) > 1e-3  # the test can tell row-wide attention apart
 
 
-def test_packed_segments_describe_conversations_and_padding():
+def test_packed_segments_are_the_runs_of_each_row():
     segments = torch.tensor(
         [[0, 0, 0, 1, 1, -1, -1, -1], [0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 2, -1]]
     )
     packed = packed_segments(segments)
-    assert packed.cu_seqlens_q.tolist() == [0, 3, 5, 13, 15, 19, 20]  # lengths 3, 2, 8, 2, 4, 1
-    assert packed.cu_seqlens_q_padded.tolist() == [0, 3, 8, 16, 18, 22, 24]  # padding joins its row's last
+    assert packed.cu_seqlens_q.tolist() == [0, 3, 5, 8, 16, 18, 22, 23, 24]  # a row boundary ends a run
     assert packed.max_seqlen_q == 8
 
 
@@ -137,9 +140,8 @@ def test_loss_position_logits_equal_full_logits(world_of_one: Any, tie: bool):
     embedding's too) equal those of logits at every position."""
     shape, batch = tiny_shape(tie), packed_batch()
     model = build(shape)
-    inputs = {"attention_mask": None, "packed_seq_params": packed_segments(batch["segment_ids"])}
-    full = loss_and_grads(model, batch, **inputs)
-    at_positions = loss_and_grads(model, batch, loss_mask=batch["loss_mask"], **inputs)
+    full = loss_and_grads(model, batch, logits="all")
+    at_positions = loss_and_grads(model, batch, logits="loss")
     assert max_difference(at_positions, full) < TOLERANCE
     assert float(full[0].abs().sum()) > 0 and all(float(g.abs().sum()) > 0 for g in full[1:])
 
@@ -156,9 +158,8 @@ def _tp_worker(rank: int, store: str, result: str) -> None:
     try:
         batch = packed_batch()
         model = build(tiny_shape(tie=True), tp=2)
-        inputs = {"attention_mask": None, "packed_seq_params": packed_segments(batch["segment_ids"])}
-        full = loss_and_grads(model, batch, **inputs)
-        at_positions = loss_and_grads(model, batch, loss_mask=batch["loss_mask"], **inputs)
+        full = loss_and_grads(model, batch, logits="all")
+        at_positions = loss_and_grads(model, batch, logits="loss")
         difference = torch.tensor(max_difference(at_positions, full))
         dist.all_reduce(difference, op=dist.ReduceOp.MAX)
         if rank == 0:

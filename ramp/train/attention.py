@@ -7,7 +7,7 @@ key/value ``[sk, b, ng, hn]`` (grouped-query heads shared as megatron shares the
 ``attention_mask`` with True = masked (None: causal), output ``[sq, b, np·hn]``. Packed rows can instead
 come as ``packed_seq_params`` (:func:`ramp.train.model.packed_segments`): each conversation then attends
 causally within itself through one SDPA call of its own length, which skips the blocks a block-diagonal
-mask would compute and throw away, and padding is skipped.
+mask would compute and throw away.
 """
 
 from __future__ import annotations
@@ -62,25 +62,18 @@ def sdpa_attention_class() -> type:
         def _per_segment(
             self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packed: Any
         ) -> torch.Tensor:
-            """Causal attention within each sequence of ``packed`` over the row-major positions; zeros
-            on the padding after a sequence (``cu_seqlens_q_padded``)."""
+            """Causal attention within each run of ``packed.cu_seqlens_q`` over the row-major positions."""
             if packed.qkv_format != "sbhd" or packed.cu_seqlens_kv is not packed.cu_seqlens_q:
                 raise ValueError("SDPAttention takes sbhd self-attention sequences (packed_segments)")
             sq, b, heads, head_dim = query.shape
-            actual = packed.cu_seqlens_q.tolist()
-            padded = actual if packed.cu_seqlens_q_padded is None else packed.cu_seqlens_q_padded.tolist()
-            sizes = []  # [sequence, its padding] per sequence
-            for n in range(len(actual) - 1):
-                length = actual[n + 1] - actual[n]
-                sizes += [length, padded[n + 1] - padded[n] - length]
-            runs = [x.transpose(0, 1).reshape(b * sq, *x.shape[2:]).split(sizes) for x in (query, key, value)]
+            lengths = (packed.cu_seqlens_q[1:] - packed.cu_seqlens_q[:-1]).tolist()
+            runs = [
+                x.transpose(0, 1).reshape(b * sq, *x.shape[2:]).split(lengths) for x in (query, key, value)
+            ]
             outputs = []
-            for n, (q, k, v) in enumerate(zip(*runs, strict=True)):  # [len, np, hn] each
-                if n % 2:  # padding
-                    outputs.append(q.new_zeros(q.shape))
-                elif len(q):
-                    out = self._sdpa(*(x.transpose(0, 1)[None] for x in (q, k, v)))  # [1, np, len, hn]
-                    outputs.append(out[0].transpose(0, 1))
+            for q, k, v in zip(*runs, strict=True):  # one run: [len, np, hn]
+                out = self._sdpa(*(x.transpose(0, 1)[None] for x in (q, k, v)))  # [1, np, len, hn]
+                outputs.append(out[0].transpose(0, 1))
             context = torch.cat(outputs)  # [b·s, np, hn]
             return context.view(b, sq, heads * head_dim).transpose(0, 1).contiguous()
 

@@ -245,33 +245,69 @@ def causal_segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 
 
 def packed_segments(segment_ids: torch.Tensor) -> Any:
-    """The conversations of packed rows ``segment_ids`` ``[b, s]`` (-1: padding) as megatron
-    ``PackedSeqParams`` for :mod:`ramp.train.attention` (local spec), format ``sbhd``, over the row-major
-    positions: each run of one segment id is a sequence (``cu_seqlens_q``: cumulative lengths) and the
-    padding after it belongs to its padded extent (``cu_seqlens_q_padded``: where each sequence starts).
-    Attending causally within each sequence is what :func:`causal_segment_mask` allows at every position
-    that is not padding; padding carries no loss, and attention skips it.
+    """The conversations of packed rows ``segment_ids`` ``[b, s]`` as megatron ``PackedSeqParams`` for
+    :mod:`ramp.train.attention` (local spec), format ``sbhd``: ``cu_seqlens`` of the runs of one segment id
+    (padding, -1, is a run of its own) over the row-major positions. Attending causally within each run is
+    what :func:`causal_segment_mask` allows, without the ``[b, s, s]`` mask.
     """
     from megatron.core.packed_seq_params import PackedSeqParams
 
     b, s = segment_ids.shape
     starts = torch.ones(b, s, dtype=torch.bool, device=segment_ids.device)
     starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    run_starts = starts.reshape(-1).nonzero().squeeze(1)
     end = torch.tensor([b * s], device=starts.device)
-    lengths = torch.diff(run_starts, append=end)
-    padding = segment_ids.reshape(-1)[run_starts] < 0
-    sequence = ~padding
-    sequence[0] = True  # a leading run of padding stays a sequence, of length 0
-    zero = end.new_zeros(1)
-    actual = torch.cat([zero, lengths.masked_fill(padding, 0)[sequence].cumsum(0)]).to(torch.int32)
-    padded = torch.cat([run_starts[sequence], end]).to(torch.int32)
+    cu_seqlens = torch.cat([starts.reshape(-1).nonzero().squeeze(1), end]).to(torch.int32)
     return PackedSeqParams(
         qkv_format="sbhd",
-        cu_seqlens_q=actual,
-        cu_seqlens_kv=actual,
-        cu_seqlens_q_padded=padded,
-        cu_seqlens_kv_padded=padded,
+        cu_seqlens_q=cu_seqlens,
+        cu_seqlens_kv=cu_seqlens,
         max_seqlen_q=s,  # the rows' length: RoPE runs over the row, as without packing (megatron reads it)
         max_seqlen_kv=s,
     )
+
+
+def without_padding(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The non-padding tokens of a micro-batch of packed rows as one row ``[1, T]`` (its ``[b, s]`` tensors
+    gathered; segment ids made unique across rows, so that a row boundary still ends a conversation),
+    and the ``[b, s]`` mask of where they came from. With per-conversation attention (RoPE is relative)
+    the decoder gives every kept token what it gives in the padded rows, without computing the padding.
+    """
+    segment_ids = batch["segment_ids"]
+    keep = segment_ids >= 0
+    b, s = segment_ids.shape
+    rows = torch.arange(b, device=segment_ids.device)[:, None]
+    gathered = {k: v[keep][None] for k, v in batch.items() if v.shape == keep.shape}
+    gathered["segment_ids"] = (rows * (s + 1) + segment_ids)[keep][None]
+    return gathered, keep
+
+
+def packed_rows_loss(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    logits: str = "loss",
+    local_spec: bool = True,
+    unpad: bool = True,
+) -> torch.Tensor:
+    """Per-token loss ``[b, s]`` of a megatron ``GPTModel`` (or its DDP wrapper) on a micro-batch of packed
+    rows (``tokens``, ``labels``, ``loss_mask``, ``segment_ids``, ``position_ids``); ``logits="loss"``: zero
+    where the loss mask is 0 (:func:`gpt_model_class`).
+
+    On the local spec (``local_spec``) each packed conversation is one causal SDPA call, and with ``unpad``
+    the padding is dropped first (:func:`without_padding`): the decoder runs on the real tokens only. With
+    Transformer Engine the block-diagonal mask is passed, and TE applies its own causal one.
+    """
+
+    def loss(rows: dict[str, torch.Tensor], **attention: Any) -> torch.Tensor:
+        loss_mask = rows["loss_mask"] if logits == "loss" else None
+        return model(
+            rows["tokens"], rows["position_ids"], labels=rows["labels"], loss_mask=loss_mask, **attention
+        )
+
+    if not local_spec:
+        return loss(batch, attention_mask=causal_segment_mask(batch["segment_ids"]))
+    if not unpad:
+        return loss(batch, attention_mask=None, packed_seq_params=packed_segments(batch["segment_ids"]))
+    tokens, keep = without_padding(batch)
+    per_token = loss(tokens, attention_mask=None, packed_seq_params=packed_segments(tokens["segment_ids"]))
+    return per_token.new_zeros(keep.shape).index_put((keep,), per_token[0])
