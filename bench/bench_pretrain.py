@@ -379,6 +379,8 @@ def main() -> None:
         args.shapes, args.rounds, args.steps = ["experiment"], 1, 6
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.verbose:  # the trainer's progress bar, once per run: the rounds print their own lines
+        os.environ.setdefault("TQDM_DISABLE", "1")
     print(f"torch threads {torch.get_num_threads()}, load average {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as name:
         root = Path(name)
