@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -242,6 +243,7 @@ def megatron_run(config: PretrainConfig) -> dict[str, float]:
 def run_variant(
     tmp: Path, args: argparse.Namespace, trainer: str, logits: str, name: str
 ) -> dict[str, float]:
+    gc.collect()  # the previous run's model and optimizer (gigabytes at the 0.5B shape) before this one's
     if trainer == "transformers":
         return hf_loop(make_config(tmp, args, name), tmp / "hf", logits=logits)
     return megatron_run(make_config(tmp, args, name, **{"train.logits": logits}))
