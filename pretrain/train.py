@@ -11,10 +11,11 @@ only where the loss mask is 1 (``ramp.train.model.gpt_model_class``): same loss,
 
 CPU (tests, demo): a hand micro-batch loop and ``torch.optim.AdamW`` (megatron's optimizer, its
 pipeline schedules and activation recomputation need CUDA). GPU: megatron's optimizer (optionally
-distributed), ``get_forward_backward_func`` schedules, optional recomputation, bf16. On the local spec
-(``ramp.train.attention``: torch SDPA) each packed conversation attends only within itself, one causal
-SDPA call per conversation, and padding is not computed; with the TE spec the mask is TE's causal one, so
-packed conversations see earlier conversations of their row (labels across a boundary still carry no loss).
+distributed), ``get_forward_backward_func`` schedules, optional recomputation, bf16. Attention
+(``ramp.train.model.packed_rows_loss``): on the CPU the padding is dropped and each packed conversation is
+one causal SDPA call (``ramp.train.attention``); on a GPU the local spec takes the block-diagonal mask in
+one SDPA call per layer, and the TE spec its own causal mask, so packed conversations see earlier
+conversations of their row (labels across a boundary still carry no loss).
 """
 
 from __future__ import annotations
@@ -252,12 +253,9 @@ class Trainer:
             yield _collate([dataset[start + k * mbs + i] for i in range(mbs)], device)
 
     def _forward(self, ddp: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # per conversation on the CPU's local spec; on a GPU one (masked or TE-causal) call per layer
         return packed_rows_loss(
-            ddp,
-            batch,
-            logits=self.config.train.logits,
-            local_spec=self.local_spec,
-            unpad=self.config.parallel.pp == 1,  # pipeline stages exchange fixed shapes
+            ddp, batch, logits=self.config.train.logits, per_conversation=self.local_spec and not self.cuda
         )
 
     def _cpu_step(

@@ -104,9 +104,9 @@ def build(shape: Qwen2Shape, tp: int = 1, spec: Any = None) -> Any:
 
 
 def test_sdpa_attention_equals_megatron_dot_product_attention(world_of_one: Any):
-    """With the block-diagonal mask, per packed conversation, and per conversation with the padding
-    dropped (the trainer's path), the SDPA module gives megatron's DotProductAttention's loss and
-    gradients at every position that carries loss."""
+    """With the block-diagonal mask (the GPU path) and per conversation with the padding dropped (the CPU
+    path), the SDPA module gives megatron's DotProductAttention's loss and gradients at every position that
+    carries loss."""
     from megatron.core.transformer.dot_product_attention import DotProductAttention
 
     shape, batch = tiny_shape(), packed_batch()
@@ -114,11 +114,10 @@ def test_sdpa_attention_equals_megatron_dot_product_attention(world_of_one: Any)
     megatron_spec = layer_spec(use_te=False)
     megatron_spec.submodules.self_attention.submodules.core_attention = DotProductAttention
     reference = build(shape, spec=megatron_spec)
-    mask = causal_segment_mask(batch["segment_ids"])
-    expected = loss_and_grads(reference, batch, attention_mask=mask)
-    assert max_difference(loss_and_grads(ours, batch, attention_mask=mask), expected) < TOLERANCE
-    assert max_difference(loss_and_grads(ours, batch, logits="all", unpad=False), expected) < TOLERANCE
-    assert max_difference(loss_and_grads(ours, batch, logits="all", unpad=True), expected) < TOLERANCE
+    expected = loss_and_grads(reference, batch, attention_mask=causal_segment_mask(batch["segment_ids"]))
+    masked = loss_and_grads(ours, batch, logits="all", per_conversation=False)
+    assert max_difference(masked, expected) < TOLERANCE
+    assert max_difference(loss_and_grads(ours, batch, logits="all"), expected) < TOLERANCE
     leaky = loss_and_grads(
         ours, batch, attention_mask=causal_segment_mask(torch.zeros_like(batch["segment_ids"]))
     )

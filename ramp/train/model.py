@@ -282,20 +282,16 @@ def without_padding(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
 
 
 def packed_rows_loss(
-    model: Any,
-    batch: dict[str, torch.Tensor],
-    *,
-    logits: str = "loss",
-    local_spec: bool = True,
-    unpad: bool = True,
+    model: Any, batch: dict[str, torch.Tensor], *, logits: str = "loss", per_conversation: bool = True
 ) -> torch.Tensor:
     """Per-token loss ``[b, s]`` of a megatron ``GPTModel`` (or its DDP wrapper) on a micro-batch of packed
     rows (``tokens``, ``labels``, ``loss_mask``, ``segment_ids``, ``position_ids``); ``logits="loss"``: zero
     where the loss mask is 0 (:func:`gpt_model_class`).
 
-    On the local spec (``local_spec``) each packed conversation is one causal SDPA call, and with ``unpad``
-    the padding is dropped first (:func:`without_padding`): the decoder runs on the real tokens only. With
-    Transformer Engine the block-diagonal mask is passed, and TE applies its own causal one.
+    ``per_conversation`` (local spec, no pipeline stages: the CPU path): the padding is dropped
+    (:func:`without_padding`) and each conversation is one causal SDPA call, so the decoder computes real
+    tokens only and attention only within conversations. Otherwise the block-diagonal mask is passed: one
+    masked SDPA call per layer on the local spec; Transformer Engine applies its own causal mask.
     """
 
     def loss(rows: dict[str, torch.Tensor], **attention: Any) -> torch.Tensor:
@@ -304,10 +300,8 @@ def packed_rows_loss(
             rows["tokens"], rows["position_ids"], labels=rows["labels"], loss_mask=loss_mask, **attention
         )
 
-    if not local_spec:
+    if not per_conversation:
         return loss(batch, attention_mask=causal_segment_mask(batch["segment_ids"]))
-    if not unpad:
-        return loss(batch, attention_mask=None, packed_seq_params=packed_segments(batch["segment_ids"]))
     tokens, keep = without_padding(batch)
     per_token = loss(tokens, attention_mask=None, packed_seq_params=packed_segments(tokens["segment_ids"]))
     return per_token.new_zeros(keep.shape).index_put((keep,), per_token[0])
