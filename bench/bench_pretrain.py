@@ -201,7 +201,7 @@ def hf_loop(
 
 
 def check_hf_loss_positions(config: PretrainConfig, hf_dir: Path) -> float:
-    """Max |difference| of the loss and of every gradient between the two baseline variants (fp32)."""
+    """Max |difference| of the mean loss and of every gradient between the two baseline variants (fp32)."""
     from ramp.train.shards import build_train_dataset
 
     dataset = build_train_dataset(config.data.blend, config.prepare.seq_length, 2, config.train.seed)
@@ -209,7 +209,7 @@ def check_hf_loss_positions(config: PretrainConfig, hf_dir: Path) -> float:
     results = []
     for logits in ("all", "loss"):
         model = hf_model(hf_dir, config.train.seed)
-        loss = hf_loss(model, batch, logits)
+        loss = hf_loss(model, batch, logits) / batch["loss_mask"].sum()  # the mean, as training sees it
         loss.backward()
         results.append([loss.detach(), *(p.grad for p in model.parameters())])
     return max(float((a - b).abs().max()) for a, b in zip(*results, strict=True))
