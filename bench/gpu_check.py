@@ -477,7 +477,9 @@ def _actor_update(config: Any, loss_positions_only: bool) -> float:
 def part_throughput(work: Path, steps: int) -> dict[str, Any]:
     from ramp.pretrain.train import run_training
 
-    config = _pretrain_config(work, "throughput", steps, **{"parallel.use_distributed_optimizer": True})
+    config = _pretrain_config(  # logits everywhere, as the transformers loop computes them
+        work, "throughput", steps, **{"parallel.use_distributed_optimizer": True, "train.logits": "all"}
+    )
     baseline = _transformers_loop(config)
     ours = float(run_training(config)["tokens_per_s"])
     return {

@@ -264,7 +264,11 @@ ENTRIES = [
             "ramp pretrain train --config configs/pretrain.yaml --set model.hf=ckpt --set train.steps=2"
             " --set train.global_batch_size=2 --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
         ),
-        writes=("runs/pretrain/checkpoints/latest_checkpointed_iteration.txt", "runs/mlflow.db"),
+        writes=(
+            "runs/pretrain/checkpoints/latest_checkpointed_iteration.txt",
+            "runs/mlflow.db",
+            "runs/pretrain/logs/pretrain-train.log",
+        ),
         says=('"final_step": 2',),
         needs=("pretrain-prepare",),
     ),
@@ -335,7 +339,11 @@ ENTRIES = [
             " --set model.hf=runs/rl/policy --set prepare.num_shards=1 --set train.steps=2"
             " --set train.global_batch_size=2 --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
         ),
-        writes=("runs/finetune/sft/policy/model.safetensors", "runs/finetune/sft/shards/manifest.json"),
+        writes=(
+            "runs/finetune/sft/policy/model.safetensors",
+            "runs/finetune/sft/shards/manifest.json",
+            "runs/finetune/sft/logs/sft.log",
+        ),
         says=("trained to step 2",),
         needs=("make-demo", "rl-train"),
     ),
@@ -652,6 +660,16 @@ def test_beam_logs_go_to_a_file(workspace: Workspace) -> None:
     assert "INFO" not in build.stderr and "sdk_worker" not in build.stderr, build.stderr[-2000:]
     log = (workspace.root / SAMPLES / "logs/data-build.log").read_text()
     assert "sdk_worker" in log
+
+
+def test_megatron_warnings_go_to_a_file(workspace: Workspace) -> None:
+    """`ramp pretrain train`: megatron's and torch's start-up warnings land in logs/pretrain-train.log beside
+    the checkpoints; the console keeps the progress bar and the summary."""
+    (train,) = workspace.ensure("pretrain-train")
+    assert "Apex" not in train.stderr and "Warning" not in train.stderr, train.stderr[-2000:]
+    assert "pretrain-train.log" in train.stderr
+    log = (workspace.root / "runs/pretrain/logs/pretrain-train.log").read_text()
+    assert "Apex is not installed" in log
 
 
 def test_answerability_over_http_keeps_exactly_what_the_index_keeps(workspace: Workspace) -> None:

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ramp.cli.logs import beam_logs
 from ramp.cli.options import (
     ChunkMb,
     Index,
@@ -18,6 +17,7 @@ from ramp.cli.options import (
     beam_args,
     load_with_retriever,
 )
+from ramp.logs import quiet_logs
 
 TEACHERS = ("builtin", "openai", "student")
 
@@ -52,7 +52,7 @@ def cot_command(
 
     extra = [f"teacher.kind={teacher}"] if teacher else []
     cfg = load_with_retriever(CotConfig, config, [*extra, *(overrides or [])], index, retriever_url)
-    with beam_logs(output, "cot", verbose):
+    with quiet_logs(output, "cot", verbose):
         stats = run_cot(
             samples,
             output,

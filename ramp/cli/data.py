@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ramp.cli.logs import beam_logs
 from ramp.cli.options import (
     BEAM_COMMAND,
     ChunkMb,
@@ -20,6 +19,7 @@ from ramp.cli.options import (
     beam_args,
     load_with_retriever,
 )
+from ramp.logs import quiet_logs
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -50,7 +50,7 @@ def build_command(
 
     cfg = load_data_config(config, fmt, overrides or [])
     beam_run = BeamRun(workers, tuple(beam_args(ctx, pipeline_options)))
-    with beam_logs(output, "data-build", verbose):
+    with quiet_logs(output, "data-build", verbose):
         stats = run_build(inputs, output, cfg, beam_run, chunk_mb)
     typer.echo(format_stats(stats))
 
@@ -113,7 +113,7 @@ def answerability_command(
     settings = load_with_retriever(
         RetrievalSettings, config or "retrieval", overrides, index, retriever_url, required=True
     )
-    with beam_logs(output, "answerability", verbose):
+    with quiet_logs(output, "answerability", verbose):
         stats = run_answerability(
             samples,
             output,

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ramp.cli.finetune import qa_rl_config, write_qa_questions
-from ramp.cli.logs import beam_logs
+from ramp.logs import quiet_logs
 from ramp.config import StrictModel, load_config, resolve_config_path
 from ramp.cot.config import CotConfig
 from ramp.data.config import DataConfig
@@ -610,7 +610,7 @@ def _build_samples(dump: Path, out: Path, config: DataConfig, workers: int) -> N
     from ramp.pipelines.ramp_data import run_build
     from ramp.pipelines.runner import BeamRun
 
-    with beam_logs(str(out), "data-build", verbose=False):
+    with quiet_logs(str(out), "data-build", verbose=False):
         run_build([str(dump)], str(out), config, BeamRun(workers))
 
 
@@ -624,7 +624,7 @@ def _answerability(samples: Path, out: Path, settings: RetrievalSettings, worker
     from ramp.pipelines.answerability import run_answerability
     from ramp.pipelines.runner import BeamRun
 
-    with beam_logs(str(out), "answerability", verbose=False):
+    with quiet_logs(str(out), "answerability", verbose=False):
         run_answerability(
             str(samples), str(out), settings.retriever, settings.answerability, BeamRun(workers)
         )
@@ -634,7 +634,7 @@ def _trajectories(samples: Path, out: Path, config: CotConfig, workers: int) -> 
     from ramp.pipelines.cot_builder import run_cot
     from ramp.pipelines.runner import BeamRun
 
-    with beam_logs(str(out), "cot", verbose=False):
+    with quiet_logs(str(out), "cot", verbose=False):
         run_cot(samples, out, config, BeamRun(workers))
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ramp.cli.options import Overrides
+from ramp.cli.options import Overrides, Verbose
 
 if TYPE_CHECKING:
     from ramp.rl.config import RLConfig
@@ -28,15 +28,19 @@ def sft(
         str, typer.Option("--config", help="Megatron recipe (configs/pretrain.yaml)")
     ] = "pretrain",
     overrides: Overrides = None,
+    verbose: Verbose = False,
 ) -> None:
     """SFT on QA trajectories through the Megatron stage (shards -> trainer -> HF policy); the policy to
-    fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values."""
+    fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values.
+    Library logs and warnings go to OUTPUT/logs/sft.log."""
     from ramp.config import load_config
     from ramp.finetune.sft import run_sft, sft_overrides
+    from ramp.logs import quiet_logs
     from ramp.train.config import PretrainConfig
 
     settings = load_config(PretrainConfig, config, overrides or [], values=sft_overrides(output))
-    result = run_sft(trajectories, output, settings)
+    with quiet_logs(output, "sft", verbose):
+        result = run_sft(trajectories, output, settings)
     manifest, losses = result["manifest"], result["summary"]["losses"]
     last = max(losses) if losses else 0
     typer.echo(

@@ -31,7 +31,9 @@ PipelineOptions = Annotated[
 ]
 Verbose = Annotated[
     bool,
-    typer.Option("--verbose", help="Show Beam's own logs on the console (default: OUTPUT/logs/*.log)."),
+    typer.Option(
+        "--verbose", help="Show library logs and warnings on the console (default: OUTPUT/logs/NAME.log)."
+    ),
 ]
 Index = Annotated[
     str | None, typer.Option("--index", help="Local Lucene index directory (sets retriever.kind=lucene).")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ramp.cli.options import BEAM_COMMAND, Overrides, PipelineOptions, Workers, beam_args
+from ramp.cli.options import BEAM_COMMAND, Overrides, PipelineOptions, Verbose, Workers, beam_args
 from ramp.train.config import PretrainConfig
 
 pretrain_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -64,14 +65,17 @@ def prepare_command(
 
 
 @pretrain_app.command("train")
-def train_command(config: Config = "pretrain", overrides: Overrides = None) -> None:
-    """Train a megatron-core GPTModel on packed shards (run under torchrun for several processes)."""
+def train_command(config: Config = "pretrain", overrides: Overrides = None, verbose: Verbose = False) -> None:
+    """Train a megatron-core GPTModel on packed shards (run under torchrun for several processes).
+    Megatron's and torch's warnings go to the log beside checkpoint.dir (logs/pretrain-train*.log)."""
     import yaml
 
-    from ramp.pretrain.train import run_training
+    from ramp.logs import quiet_logs
+    from ramp.pretrain.train import run_training, train_log_name
 
     cfg = _load(config, overrides)
-    summary = run_training(cfg, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    with quiet_logs(Path(cfg.checkpoint.dir).parent, train_log_name(), verbose):
+        summary = run_training(cfg, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     if summary["losses"]:
         last = max(summary["losses"])
         typer.echo(
