@@ -34,7 +34,10 @@ Verbose = Annotated[
     typer.Option("--verbose", help="Show Beam's own logs on the console (default: OUTPUT/logs/*.log)."),
 ]
 Index = Annotated[
-    str | None, typer.Option("--index", help="Local Lucene index directory (sets retriever.kind=lucene).")
+    str | None,
+    typer.Option(
+        "--index", help="Local index directory (sets retriever.kind=lucene, or dense for a dense index)."
+    ),
 ]
 RetrieverUrl = Annotated[
     str | None,
