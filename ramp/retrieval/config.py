@@ -159,7 +159,8 @@ def retriever_location(index: str | Path | None, url: str | None) -> dict[str, A
 
     ``--index`` of a dense index means ``kind: dense``; hybrid is ``--index BM25 --set retriever.kind=hybrid
     --set retriever.dense_index=DENSE``. Set them before validation (``load_config(..., values=...)``):
-    ``kind: http`` is only valid with its ``url``, so a kind switched by an override and a url added afterwards would never validate."""
+    ``kind: http`` is only valid with its ``url``, so a kind switched by an override and a url added
+    afterwards would never validate."""
     if index is not None and url is not None:
         raise ConfigError("give exactly one of --index and --retriever-url, not both")
     if index is not None:

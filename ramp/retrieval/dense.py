@@ -95,7 +95,7 @@ def ivfpq_shape(spec: FaissSpec, count: int, dim: int) -> tuple[int, int]:
     if count < max(nlist, 2**spec.nbits):
         raise UserError(
             f"ivfpq trains {nlist} lists and {2**spec.nbits} codes per sub-quantizer: it needs at least "
-            f"{max(nlist, 2**spec.nbits)} passages, the corpus has {count} (lower --nlist/--nbits or use flat)"
+            f"{max(nlist, 2**spec.nbits)} passages, the corpus has {count} (lower --nlist/--nbits, or flat)"
         )
     return nlist, m
 
