@@ -266,8 +266,8 @@ def memory(work: Path, passages: int, how: str, base: int) -> None:
     )
     with closing(build_retriever(RetrieverConfig(kind="dense", index=str(flat)))) as exact:
         truth = [{h.doc_id for h in hits} for hits in exact.search(queries, k=10)]
-    for nprobe in (8, 16, 32, 64, 128):
-        config = RetrieverConfig(kind="dense", index=str(ivfpq), nprobe=nprobe)
+    for nprobe, refine in ((32, 0), (128, 0), (32, None), (64, None)):
+        config = RetrieverConfig(kind="dense", index=str(ivfpq), nprobe=nprobe, refine=refine)
         with closing(build_retriever(config)) as approx:
             started = time.perf_counter()
             found = approx.search(queries, k=10)
@@ -275,10 +275,10 @@ def memory(work: Path, passages: int, how: str, base: int) -> None:
         overlap = statistics.mean(
             len(t & {h.doc_id for h in f}) / 10 for t, f in zip(truth, found, strict=True)
         )
-        default = " (default)" if nprobe == settings["nprobe"] else ""
+        how = f"refine {settings['refine']} (default)" if refine is None else "PQ scores only"
         print(
-            f"  ivfpq nprobe {nprobe:>3}{default}: recall@10 vs flat {overlap:.3f} (target >= 0.95), "
-            f"{len(queries) / seconds:.0f} q/s"
+            f"  ivfpq nprobe {nprobe:>3}, {how}: recall@10 vs flat {overlap:.3f} (target >= 0.95), "
+            f"{len(queries) / seconds:.0f} q/s with query encoding"
         )
     for index in (flat, ivfpq):
         proc, url = serve(index)

@@ -41,6 +41,10 @@ def build(
     m: Annotated[int | None, typer.Option(min=1, help="ivfpq: sub-quantizers, bytes per vector")] = None,
     nbits: Annotated[int, typer.Option(min=1, max=16, help="ivfpq: bits per code")] = 8,
     nprobe: Annotated[int, typer.Option(min=1, help="ivfpq: lists searched (default for searches)")] = 32,
+    refine: Annotated[
+        int,
+        typer.Option(min=0, help="ivfpq: re-score refine x k candidates exactly (vectors on disk; 0: off)"),
+    ] = 8,
     hnsw_m: Annotated[int, typer.Option(min=2, help="hnsw: neighbours per node")] = 32,
     pooling: Annotated[str | None, typer.Option(help="dense: mean | cls (default: the model's)")] = None,
     normalize: Annotated[bool | None, typer.Option(help="dense: L2-normalise (default: the model's)")] = None,
@@ -81,7 +85,10 @@ def build(
     pool: Literal["mean", "cls"] | None = "cls" if pooling == "cls" else "mean" if pooling else None
     spec = resolve_spec(encoder, pool, normalize, query_prefix, passage_prefix, max_length)
     try:
-        faiss_spec = FaissSpec(type=faiss, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe, hnsw_m=hnsw_m)  # type: ignore[arg-type]
+        faiss_spec = FaissSpec.model_validate(
+            {"type": faiss, "nlist": nlist, "m": m, "nbits": nbits, "nprobe": nprobe, "refine": refine}
+            | {"hnsw_m": hnsw_m}
+        )
     except ValueError as err:
         raise ConfigError(" ".join(str(err).split())) from None
     with beam_logs(embeddings or str(index / EMBEDDINGS_DIR), "dense-index", verbose):

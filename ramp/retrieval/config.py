@@ -32,6 +32,7 @@ class RetrieverConfig(StrictModel):
     # kind: dense (and hybrid's dense side)
     nprobe: int | None = Field(default=None, ge=1)  # ivfpq lists searched (default: the index manifest's)
     ef_search: int | None = Field(default=None, ge=1)  # hnsw search breadth (default: the manifest's)
+    refine: int | None = Field(default=None, ge=0)  # ivfpq exact re-scoring factor (default: the manifest's)
     device: str = "cpu"  # where queries are encoded (cpu, cuda)
     query_batch_size: int = Field(default=64, ge=1)
     # kind: hybrid
@@ -132,6 +133,7 @@ def _dense(config: RetrieverConfig, index: str) -> Retriever:
         index,
         nprobe=config.nprobe,
         ef_search=config.ef_search,
+        refine=config.refine,
         threads=config.threads,
         device=config.device,
         query_batch_size=config.query_batch_size,
