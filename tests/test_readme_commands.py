@@ -152,7 +152,7 @@ ENTRIES = [
     Entry(
         "index-dense",
         "ramp index build --kind dense --encoder minilm --corpus data/wiki18-sample-1000.jsonl"
-        " --index runs/index/wiki18-dense [--faiss flat|hnsw|ivfpq] [--nlist N --m M --nbits 8 --nprobe 32]"
+        " --index runs/index/wiki18-dense [--faiss flat|hnsw|ivfpq] [--nlist N --m M --nbits 8 --nprobe 64]"
         " [--workers N] [--overwrite]",
         (
             "ramp index build --corpus runs/wiki18-tiny.jsonl --index runs/index/tiny --threads 1",

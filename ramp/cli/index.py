@@ -40,7 +40,7 @@ def build(
     ] = None,
     m: Annotated[int | None, typer.Option(min=1, help="ivfpq: sub-quantizers, bytes per vector")] = None,
     nbits: Annotated[int, typer.Option(min=1, max=16, help="ivfpq: bits per code")] = 8,
-    nprobe: Annotated[int, typer.Option(min=1, help="ivfpq: lists searched (default for searches)")] = 32,
+    nprobe: Annotated[int, typer.Option(min=1, help="ivfpq: lists searched (default for searches)")] = 64,
     refine: Annotated[
         int,
         typer.Option(min=0, help="ivfpq: re-score refine x k candidates exactly (vectors on disk; 0: off)"),

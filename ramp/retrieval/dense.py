@@ -56,7 +56,7 @@ class FaissSpec(StrictModel):
     nlist: int | None = Field(default=None, ge=1)  # ivfpq lists (default: about 4 sqrt(N), at most N / 39)
     m: int | None = Field(default=None, ge=1)  # ivfpq sub-quantizers = bytes per vector (default dim / 4)
     nbits: int = Field(default=8, ge=1, le=16)  # bits per sub-quantizer code
-    nprobe: int = Field(default=32, ge=1)  # ivfpq lists searched per query (search time; settable there)
+    nprobe: int = Field(default=64, ge=1)  # ivfpq lists searched per query (search time; settable there)
     refine: int = Field(default=8, ge=0)  # ivfpq: re-score refine × k candidates exactly from disk (0: off)
     hnsw_m: int = Field(default=32, ge=2)  # hnsw neighbours per node
     ef_construction: int = Field(default=200, ge=1)
