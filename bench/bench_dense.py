@@ -62,8 +62,13 @@ def load() -> str:
 
 
 def dense_index(corpus: Path, index: Path, faiss: FaissSpec, embeddings: Path | None = None) -> Path:
-    """``index`` built from ``corpus`` (embeddings reused when already encoded)."""
+    """``index`` built from ``corpus`` (embeddings reused when already encoded); an index this bench built
+    before is kept (delete ``--work`` to rebuild)."""
     spec = resolve_spec("minilm")
+    manifest_path = index / "ramp-manifest.json"
+    if manifest_path.exists() and json.loads(manifest_path.read_text())["faiss"]["type"] == faiss.type:
+        print(f"  {index.name}: kept from an earlier run")
+        return index
     manifest = build_dense_index(
         [corpus], index, spec, faiss, embeddings_dir=str(embeddings) if embeddings else None, overwrite=True
     )
@@ -258,11 +263,11 @@ def serve(index: Path, extra: list[str] = ()) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.5)
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+def memory_mb(pid: int) -> dict[str, float]:
+    """The process's peak RSS (VmHWM) and its resident anonymous and file-backed (page cache of memory
+    maps, reclaimable) memory, in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmHWM", "RssAnon", "RssFile")}
 
 
 def memory(work: Path, passages: int, how: str, base: int) -> None:
@@ -310,7 +315,11 @@ def memory(work: Path, passages: int, how: str, base: int) -> None:
                     http.post(
                         "/retrieve", json={"queries": queries[start : start + 64], "topk": 10}
                     ).raise_for_status()
-            print(f"  ramp serve-retriever peak RSS, {index.name}: {peak_rss_mb(proc.pid):,.0f} MB")
+            used = memory_mb(proc.pid)
+            print(
+                f"  ramp serve-retriever, {index.name}: peak RSS {used['VmHWM']:,.0f} MB; now anonymous "
+                f"{used['RssAnon']:,.0f} MB + file-backed {used['RssFile']:,.0f} MB"
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
