@@ -508,7 +508,7 @@ def check_leakage_guard(
 ) -> None:
     """The start-of-stage leakage check with the stage's own retriever (see :mod:`ramp.retrieval.leakage`)."""
     index_manifest = None
-    if retriever_config.kind == "lucene" and retriever_config.index:
+    if retriever_config.kind != "http" and retriever_config.index:
         try:
             index_manifest = read_manifest(retriever_config.index)
         except FileNotFoundError:

@@ -148,6 +148,35 @@ ENTRIES = [
         writes=("runs/index/enwiki/ramp-manifest.json",),
         needs=("data-build",),
     ),
+    # Dense and hybrid at a test's size: the first 24 wiki-18 passages (encoding costs ~0.3 s a passage).
+    Entry(
+        "index-dense",
+        "ramp index build --kind dense --encoder minilm --corpus data/wiki18-sample-1000.jsonl"
+        " --index runs/index/wiki18-dense [--faiss flat|hnsw|ivfpq] [--nlist N --m M --nbits 8 --nprobe 64]"
+        " [--workers N] [--overwrite]",
+        (
+            "ramp index build --corpus runs/wiki18-tiny.jsonl --index runs/index/tiny --threads 1",
+            "ramp index build --kind dense --encoder minilm --corpus runs/wiki18-tiny.jsonl"
+            " --index runs/index/tiny-dense --workers 1",
+            "ramp index build --kind dense --encoder minilm --corpus runs/wiki18-tiny.jsonl"
+            " --index runs/index/tiny-dense --faiss ivfpq --nlist 2 --m 48 --nbits 4 --nprobe 2 --overwrite",
+        ),
+        writes=("runs/index/tiny-dense/index.faiss", "runs/index/tiny-dense/embeddings/embeddings-*.parquet"),
+        says=("indexed 24 passages", "(embeddings reused)"),
+        needs=("tiny-corpus",),
+    ),
+    Entry(
+        "serve-hybrid",
+        "ramp serve-retriever --index runs/index/wiki18 --set retriever.kind=hybrid"
+        " --set retriever.dense_index=runs/index/wiki18-dense [--port 8000]",
+        (
+            "ramp serve-retriever --index runs/index/tiny --set retriever.kind=hybrid"
+            " --set retriever.dense_index=runs/index/tiny-dense --port {hybrid_port}",
+        ),
+        says=('"kind": "hybrid"', '"documents": 24'),
+        serve=True,
+        needs=("index-dense",),
+    ),
     Entry(
         "index-info",
         "ramp index info runs/index/wiki18",
@@ -521,6 +550,7 @@ class Workspace:
             "venv": str(BIN.parent),
             "small_dump": str(small_dump),
             "port": str(_free_port()),
+            "hybrid_port": str(_free_port()),
             "openai_url": openai_url,
         }
         self.outputs: dict[str, list[subprocess.CompletedProcess[str]]] = {}
@@ -558,7 +588,8 @@ class Workspace:
         log = open(self.root / f"{entry.id}.log", "w")  # noqa: SIM115 - the server writes to it until teardown
         server = subprocess.Popen(self.argv(entry.runs[0]), cwd=self.root, stdout=log, stderr=log, text=True)
         self.servers.append(server)
-        url = f"http://127.0.0.1:{self.values['port']}/health"
+        port = self.values["hybrid_port" if "{hybrid_port}" in entry.runs[0] else "port"]
+        url = f"http://127.0.0.1:{port}/health"
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             assert server.poll() is None, (self.root / f"{entry.id}.log").read_text()[-3000:]
@@ -604,11 +635,22 @@ def _checkpoint(ws: Workspace) -> None:
     tokenizer.save_pretrained(ws.root / "ckpt")
 
 
+def _tiny_corpus(ws: Workspace) -> None:
+    """``runs/wiki18-tiny.jsonl``: the first 24 passages of the wiki-18 sample."""
+    lines = (ROOT / "data/wiki18-sample-1000.jsonl").read_text(encoding="utf-8").splitlines()[:24]
+    (ws.root / "runs").mkdir(exist_ok=True)
+    (ws.root / "runs/wiki18-tiny.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
 def _rows(directory: Path) -> list[dict[str, Any]]:
     return [row for f in sorted(directory.glob("samples-*.parquet")) for row in pq.read_table(f).to_pylist()]
 
 
-PREPARATIONS: dict[str, Callable[[Workspace], None]] = {"few": _few_samples, "ckpt": _checkpoint}
+PREPARATIONS: dict[str, Callable[[Workspace], None]] = {
+    "few": _few_samples,
+    "ckpt": _checkpoint,
+    "tiny-corpus": _tiny_corpus,
+}
 
 
 class OracleTeacher:

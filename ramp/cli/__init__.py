@@ -35,7 +35,7 @@ from ramp.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="RAMP: teach LLMs to search.")
 app.add_typer(data_app, name="data", help="Build masked RAMP samples and CoT trajectories from Wikipedia.")
-app.add_typer(index_app, name="index", help="Build and inspect Lucene BM25 indexes.")
+app.add_typer(index_app, name="index", help="Build and inspect search indexes (BM25, dense).")
 app.add_typer(
     eval_app, name="eval", help="Evaluate policies on QA datasets (MLflow-tracked) and compare runs."
 )

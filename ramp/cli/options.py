@@ -36,7 +36,10 @@ Verbose = Annotated[
     ),
 ]
 Index = Annotated[
-    str | None, typer.Option("--index", help="Local Lucene index directory (sets retriever.kind=lucene).")
+    str | None,
+    typer.Option(
+        "--index", help="Local index directory (sets retriever.kind=lucene, or dense for a dense index)."
+    ),
 ]
 RetrieverUrl = Annotated[
     str | None,

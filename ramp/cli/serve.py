@@ -18,7 +18,7 @@ def serve_retriever_command(
     config: Annotated[str, typer.Option(help="Config file or recipe name")] = "retrieval",
     overrides: Overrides = None,
 ) -> None:
-    """Serve a local Lucene index over HTTP (POST /retrieve, GET /health)."""
+    """Serve a local index (lucene, dense or hybrid) over HTTP (POST /retrieve, GET /health)."""
     import uvicorn
 
     from ramp.errors import UserError
@@ -32,16 +32,23 @@ def serve_retriever_command(
     settings = load_with_retriever(
         RetrievalSettings, config, [*(overrides or []), *server_options], index, None
     )
-    if settings.retriever.kind != "lucene":
-        raise UserError("serve-retriever serves a local index: give --index (or retriever.kind=lucene)")
+    kind = settings.retriever.kind
+    if kind == "http":
+        raise UserError(
+            "serve-retriever serves a local index: give --index (or retriever.kind=lucene|dense|hybrid)"
+        )
     manifest = read_manifest(settings.retriever.index or "")
-    info = {"index": str(settings.retriever.index), "documents": manifest["documents"]}
+    info = {"index": str(settings.retriever.index), "kind": kind, "documents": manifest["documents"]}
+    if kind == "hybrid":
+        info["dense_index"] = str(settings.retriever.dense_index)
     listener = _bind(settings.server.host, settings.server.port)
     retriever = build_retriever(settings.retriever)
     try:
         app = create_app(retriever, settings.server, info)
         where = f"http://{settings.server.host}:{listener.getsockname()[1]}"
-        typer.echo(f"serving {info['documents']} documents of {info['index']} on {where} (Ctrl-C stops)")
+        typer.echo(
+            f"serving {info['documents']} documents of {info['index']} ({kind}) on {where} (Ctrl-C stops)"
+        )
         uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[listener])
     finally:
         retriever.close()
