@@ -44,9 +44,13 @@ class Episode:
     total: float
     score: float  # total + overlong shaping: what advantages are computed from
     sampled: list[bool] = field(repr=False)
-    advantage: float = 0.0
-    old_log_prob: torch.Tensor | None = field(default=None, repr=False)  # [tokens - 1]
+    advantage: float = 0.0  # outcome estimators (grpo): one per episode
+    # per position t of [tokens - 1] (token t+1 predicted from the prefix up to t), 0 where nothing sampled:
+    old_log_prob: torch.Tensor | None = field(default=None, repr=False)
     ref_log_prob: torch.Tensor | None = field(default=None, repr=False)
+    values: torch.Tensor | None = field(default=None, repr=False)  # the critic's, before its update
+    token_advantages: torch.Tensor | None = field(default=None, repr=False)  # critic estimators (gae)
+    returns: torch.Tensor | None = field(default=None, repr=False)  # the critic's targets
 
     @property
     def num_sampled(self) -> int:
