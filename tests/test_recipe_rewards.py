@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from ramp.agent.rollout import Rollout, Segment
+from ramp.agent.task import task_from_qa
+from ramp.config import load_config
+from ramp.retrieval.env import SearchEpisode, SearchOutcome
 from ramp.rewards import (
     FewestSearchesConfig,
     RewardConfig,
@@ -12,6 +16,8 @@ from ramp.rewards import (
     fewest_searches_bonus,
     research_format,
 )
+from ramp.rl.config import RLConfig
+from ramp.rl.episodes import score_rollouts
 
 RESULT = "\n<result>\n[1] Paris\nParis is the capital of France.\n</result>\n"
 SEARCHED = f"<think>Look it up.</think><search>capital of France</search>{RESULT}<think>Found it.</think>"
@@ -120,3 +126,33 @@ def test_fewest_searches_bonus_hand_computed():
     assert fewest_searches_bonus(answers, searches, groups, lenient)[6] == 0.0
     with pytest.raises(ValueError, match="one entry per response"):
         fewest_searches_bonus(answers, searches[:2], groups, lenient)
+
+
+def rollout(i: int, parts: list[tuple[str, str]], queries: list[str]) -> Rollout:
+    task = task_from_qa({"id": "q", "question": "Capital of France?", "golden_answers": ["Paris"]})
+    segments = [
+        Segment(role, text, [5] * 3, [-1.0] * 3 if role == "model" else [None] * 3) for role, text in parts
+    ]  # type: ignore[arg-type]
+    results = [SearchOutcome(q, (), "ok") for q in queries]
+    return Rollout(
+        task, i, 0, [1, 2], SearchEpisode(frozenset(), None), segments, results, finish_reason="answer"
+    )
+
+
+def test_episode_scoring_adds_the_group_reward_per_prompt():
+    """Four rollouts of one prompt: right after 1 search, right after 2, right after 1, wrong after 0. With
+    R1-Searcher++'s group reward the two one-search right answers gain min(2σ², cap) = 4/9 (σ² = 2/9)."""
+    searched = [("model", "<search>capital</search>"), ("env", RESULT)]
+    rollouts = [
+        rollout(0, [*searched, ("model", "<answer>Paris</answer>")], ["capital"]),
+        rollout(1, [*searched, *searched, ("model", "<answer>Paris</answer>")], ["capital", "capital"]),
+        rollout(2, [*searched, ("model", "<answer>Paris</answer>")], ["capital"]),
+        rollout(3, [("model", "<answer>Rome</answer>")], []),
+    ]
+    sets = ["retriever.index=unused", "reward.kind=r1_searcher_stage2", "algorithm.overlong.enable=false"]
+    plain = score_rollouts(rollouts, "0.0", load_config(RLConfig, "configs/rl.yaml", sets))
+    assert [e.total for e in plain] == [1.0, 1.0, 1.0, 0.0]
+    bonus = [*sets, "reward.fewest_searches.enable=true", "reward.fewest_searches.cap=1.0"]
+    shaped = score_rollouts(rollouts, "0.0", load_config(RLConfig, "configs/rl.yaml", bonus))
+    assert [e.total for e in shaped] == pytest.approx([1 + 4 / 9, 1.0, 1 + 4 / 9, 0.0])
+    assert [e.score for e in shaped] == [e.total for e in shaped] and len({e.group_id for e in shaped}) == 1
