@@ -127,6 +127,20 @@ RECIPE_MODELS = {
     "experiment/prompts": "ramp.prompts:PromptTemplates",
     "demo/demo": "ramp.cli.demo:DemoConfig",
     "demo/ci": "ramp.cli.demo:DemoConfig",
+    # the seed systems' recipes: structure here, every stage's settings in tests/test_recipes.py
+    **{
+        f"recipes/{name}": "ramp.recipes:Recipe"
+        for name in (
+            "masksearch",
+            "masksearch-sft",
+            "search-r1",
+            "search-r1-grpo",
+            "research",
+            "r1-searcher",
+            "r1-searcher-pp",
+            "simpledeepsearcher",
+        )
+    },
 }
 
 

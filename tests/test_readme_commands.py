@@ -233,6 +233,14 @@ ENTRIES = [
         needs=("answerability",),
     ),
     Entry(
+        "curate",
+        "ramp data curate --trajectories runs/trajectories --output runs/curated --set limit=871",
+        ("ramp data curate --trajectories runs/trajectories --output runs/curated --set limit=871",),
+        writes=("runs/curated/trajectories-*.parquet", "runs/curated/rejected-curation.jsonl"),
+        says=("curated", "kept"),
+        needs=("cot-builtin",),
+    ),
+    Entry(
         "cot-openai",
         "ramp data cot --samples DIR --output OUT --retriever-url http://127.0.0.1:8000 --teacher openai"
         " --set teacher.backend.openai.base_url=http://127.0.0.1:8001/v1"

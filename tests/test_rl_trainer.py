@@ -359,3 +359,56 @@ def test_kl_and_entropy_terms_against_a_reference_model(task_dir, tmp_path):
     train(load_config(RLConfig, "configs/rl.yaml", overrides(task_dir, out, **{**SMALL, **terms})))
     (step,) = history(out)
     assert step["actor/kl"] > 0 and step["actor/entropy"] > 0 and step["actor/grad_norm"] > 0
+
+
+PPO = {
+    "algorithm.adv_estimator": "gae",
+    "critic.enable": "true",
+    "critic.lr": 1e-3,
+    "critic.head_start_steps": 1,  # step 1 trains only the critic
+    "algorithm.kl_in_reward": 0.01,
+    "algorithm.kl_penalty": "kl",
+    "algorithm.filter_groups": "false",
+    "rollout.n": 1,
+    "trainer.gen_batch_size": 4,
+    "trainer.train_batch_size": 4,
+    "trainer.total_steps": 3,
+    "trainer.lr": 1e-3,
+    "trainer.mini_batches": 1,
+    "trainer.micro_batch_size": 64,
+}
+
+
+def test_ppo_with_a_critic_logs_its_metrics_and_resumes_exactly(task_dir, tmp_path):
+    """Search-R1's PPO: one rollout per prompt, GAE over the critic's values, KL in the reward. A killed run
+    resumes the actor and the critic from the checkpoint and ends where a straight run ends."""
+    straight = load_config(RLConfig, "configs/rl.yaml", overrides(task_dir, tmp_path / "a", **PPO))
+    train(straight)
+    steps = history(tmp_path / "a")
+    for key in ("critic/vf_loss", "critic/vf_clipfrac", "critic/values_mean", "critic/lr", "actor/reward_kl"):
+        assert all(key in h for h in steps), key
+    assert "actor/pg_loss" not in steps[0] and "actor/pg_loss" in steps[1]  # the critic's head start
+    assert steps[0]["critic/values_mean"] == 0.0 != steps[1]["critic/values_mean"]  # the head starts at 0
+    assert steps[0]["actor/reward_kl"] == 0.0 < steps[2]["actor/reward_kl"]  # the policy moved from step 2
+
+    killed = load_config(RLConfig, "configs/rl.yaml", overrides(task_dir, tmp_path / "b", **PPO))
+
+    def kill_after_two(step: int, _: dict[str, float]) -> None:
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(killed, on_step_end=kill_after_two)
+    train(killed)
+
+    def comparable(h: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in h.items() if not k.startswith("time/")}
+
+    assert [comparable(h) for h in history(tmp_path / "b")] == [comparable(h) for h in steps]
+    a = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint" / "state.pt", weights_only=False)
+    for part in ("model", "critic"):
+        weights_a = a[part] if part == "model" else a[part]["model"]
+        weights_b = b[part] if part == "model" else b[part]["model"]
+        assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a), part
+    assert float(a["critic"]["model"]["value_head.weight"].abs().sum()) > 0  # the critic learned

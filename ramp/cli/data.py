@@ -1,4 +1,5 @@
-"""``ramp data``: the masking pipeline, its statistics and the answerability filter."""
+"""``ramp data``: the masking pipeline, its statistics, the answerability filter and the curation of
+trajectories."""
 
 from __future__ import annotations
 
@@ -124,3 +125,27 @@ def answerability_command(
             allow_foreign_index,
         )
     typer.echo(format_answerability_stats(stats))
+
+
+@data_app.command("curate")
+def curate_command(
+    trajectories: Annotated[
+        str, typer.Option("--trajectories", help="A trajectories directory (`ramp data cot`).")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", help="Output directory (not the trajectories directory).")
+    ],
+    config: Annotated[str | None, typer.Option("--config", help="YAML of the curation settings.")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """SimpleDeepSearcher's curation: a small SFT set of verified trajectories (format, searches, one per
+    question, difficulty, diversity, size); the rest to rejected-curation.jsonl with their reasons."""
+    from ramp.config import load_config
+    from ramp.cot.curate import CurateConfig, run_curate
+
+    result = run_curate(trajectories, output, load_config(CurateConfig, config, overrides or []))
+    reasons = ", ".join(f"{reason} {n}" for reason, n in result.reasons.items()) or "none"
+    total = len(result.kept) + len(result.rejected)
+    typer.echo(
+        f"curated {total} trajectories: kept {len(result.kept)}, rejected {len(result.rejected)} ({reasons})"
+    )

@@ -1,4 +1,5 @@
-"""The actor: the policy being trained (and the frozen reference when the KL term is on). Before an update
+"""The actor: the policy being trained (and the frozen reference when a KL term is on, in the loss or the
+reward). Before an update
 it computes the log-probs of the step's episodes under the policy that sampled them; then PPO-style
 mini-batch updates (``ppo_epochs`` × ``mini_batches`` optimizer steps) with the loss chosen by name in
 :mod:`ramp.rl.core_algos`.
@@ -56,7 +57,7 @@ class Batch:
     input_ids: torch.Tensor  # [B, S]
     attention_mask: torch.Tensor  # [B, S]
     response_mask: torch.Tensor  # [B, S-1]: 1 where token t+1 was sampled by the policy
-    advantages: torch.Tensor  # [B]
+    advantages: torch.Tensor  # [B] (one per episode) or [B, S-1] (per token: gae)
 
 
 def collate(episodes: Sequence[Episode], pad_id: int, device: torch.device) -> Batch:
@@ -76,7 +77,10 @@ def collate(episodes: Sequence[Episode], pad_id: int, device: torch.device) -> B
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         attention[row, : len(tokens)] = 1
         response[row, : len(tokens) - 1] = torch.tensor(episode.sampled[1:], dtype=torch.float32)
-    advantages = torch.tensor([e.advantage for e in episodes], dtype=torch.float32)
+    if episodes[0].token_advantages is not None:
+        advantages = stack_rows([e.token_advantages for e in episodes], response)
+    else:
+        advantages = torch.tensor([e.advantage for e in episodes], dtype=torch.float32)
     return Batch(ids.to(device), attention.to(device), response.to(device), advantages.to(device))
 
 
@@ -128,7 +132,7 @@ class Actor:
         self.temperature = config.rollout.temperature
         self.policy, self.tokenizer = load_policy(config, dist_info.device)
         self.reference = None
-        if algo.kl_coef > 0:
+        if algo.kl_coef > 0 or algo.kl_in_reward > 0:
             self.reference, _ = load_policy(config, dist_info.device)
             self.reference.eval().requires_grad_(False)
         if dist_info.world > 1:
@@ -141,7 +145,7 @@ class Actor:
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
         )
         self.loss_fn = get_policy_loss(algo.policy_loss)
-        self.kl_fn = get_kl_penalty(algo.kl_penalty) if algo.kl_coef > 0 else None
+        self.kl_fn = get_kl_penalty(algo.kl_penalty) if algo.kl_coef > 0 else None  # the loss term
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
 

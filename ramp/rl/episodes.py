@@ -21,7 +21,7 @@ from ramp.agent.task import Task, task_from_qa, task_from_sample
 from ramp.data.samples import Sample
 from ramp.metrics import normalize_answer
 from ramp.prompts import load_templates
-from ramp.rewards import combined_reward
+from ramp.rewards import combined_reward, fewest_searches_bonus
 from ramp.rl.config import RLConfig
 from ramp.rl.core_algos import overlong_penalty
 from ramp.rl.curriculum import CurriculumConfig, MaskCurriculum
@@ -44,9 +44,13 @@ class Episode:
     total: float
     score: float  # total + overlong shaping: what advantages are computed from
     sampled: list[bool] = field(repr=False)
-    advantage: float = 0.0
-    old_log_prob: torch.Tensor | None = field(default=None, repr=False)  # [tokens - 1]
+    advantage: float = 0.0  # outcome estimators (grpo): one per episode
+    # per position t of [tokens - 1] (token t+1 predicted from the prefix up to t), 0 where nothing sampled:
+    old_log_prob: torch.Tensor | None = field(default=None, repr=False)
     ref_log_prob: torch.Tensor | None = field(default=None, repr=False)
+    values: torch.Tensor | None = field(default=None, repr=False)  # the critic's, before its update
+    token_advantages: torch.Tensor | None = field(default=None, repr=False)  # critic estimators (gae)
+    returns: torch.Tensor | None = field(default=None, repr=False)  # the critic's targets
 
     @property
     def num_sampled(self) -> int:
@@ -65,15 +69,25 @@ class Episode:
 
 
 def score_rollouts(rollouts: Sequence[Rollout], group_suffix: str, config: RLConfig) -> list[Episode]:
-    """Reward every rollout (on the whole response: model text and result blocks) and shape length."""
+    """Reward every rollout (on the whole response: model text and result blocks), add R1-Searcher++'s
+    group reward when on (its groups: the rollouts of one task in this batch), and shape length."""
     overlong = config.algorithm.overlong
     max_length = overlong.max_length or config.rollout.max_total_new_tokens
-    episodes = []
-    for rollout in rollouts:
-        task = rollout.task
-        reward = combined_reward(
-            rollout.response_text, list(task.golds), num_masks=task.num_masks or None, config=config.reward
+    rewards = [
+        combined_reward(
+            r.response_text, list(r.task.golds), num_masks=r.task.num_masks or None, config=config.reward
         )
+        for r in rollouts
+    ]
+    group_ids = [f"{r.task.task_id}@{group_suffix}" for r in rollouts]
+    bonus = [0.0] * len(rollouts)
+    if config.reward.fewest_searches.enable:
+        searches = [len(r.queries) for r in rollouts]
+        bonus = fewest_searches_bonus(
+            [r.answer for r in rewards], searches, group_ids, config.reward.fewest_searches
+        )
+    episodes = []
+    for rollout, reward, group_id, extra in zip(rollouts, rewards, group_ids, bonus, strict=True):
         sampled = sampled_tokens(rollout)
         shaping = (
             overlong_penalty(sum(sampled), max_length, min(overlong.buffer, max_length), overlong.factor)
@@ -83,11 +97,11 @@ def score_rollouts(rollouts: Sequence[Rollout], group_suffix: str, config: RLCon
         episodes.append(
             Episode(
                 rollout=rollout,
-                group_id=f"{task.task_id}@{group_suffix}",
+                group_id=group_id,
                 answer=reward.answer,
                 format=reward.format,
-                total=reward.total,
-                score=reward.total + shaping,
+                total=reward.total + extra,
+                score=reward.total + extra + shaping,
                 sampled=sampled,
             )
         )

@@ -3,12 +3,16 @@
 rollouts (rewards, dynamic sampling) → log-probs before the update (old, reference) → advantages →
 health check → PPO-style updates → new weights into the rollout engine → metrics, curriculum, checkpoint.
 
-Roles: :class:`~ramp.rl.actor.Actor` (policy, optimizer, reference) and
-:class:`~ramp.rl.rollout.RolloutWorker` (engine, retriever, rewards, dynamic sampling). The advantage
-estimator is chosen by name (``algorithm.adv_estimator``, :mod:`ramp.rl.core_algos`). A value model joins
-as a third role: a critic whose ``compute_values(episodes)`` runs beside the actor's log-probs (step 2), an
-estimator such as GAE that reads those values (step 3), and ``critic.update(...)`` beside the actor's
-(step 5); nothing else in the loop changes.
+Roles: :class:`~ramp.rl.actor.Actor` (policy, optimizer, reference),
+:class:`~ramp.rl.rollout.RolloutWorker` (engine, retriever, rewards, dynamic sampling) and, for estimators
+that read values (``gae``: PPO as Search-R1 runs it), :class:`~ramp.rl.critic.Critic` (the value model).
+The advantage estimator is chosen by name (``algorithm.adv_estimator``, :mod:`ramp.rl.core_algos`): an
+outcome estimator (``grpo``) gives each episode one advantage from the scores of its group; a critic
+estimator gets token-level rewards (the episode's score on its last sampled token, minus
+``algorithm.kl_in_reward`` × KL to the reference per sampled token) and the critic's values, and gives
+per-token advantages and the critic's returns. The critic's values are computed beside the actor's
+log-probs (step 2) and it is updated beside the actor (step 5); during ``critic.head_start_steps`` only
+the critic is.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ramp.rl.actor import Actor
+from ramp.rl.actor import Actor, stack_rows
 from ramp.rl.checkpoint import (
     CHECKPOINT,
     HISTORY,
@@ -33,7 +37,14 @@ from ramp.rl.checkpoint import (
     write_history,
 )
 from ramp.rl.config import RLConfig
-from ramp.rl.core_algos import get_adv_estimator
+from ramp.rl.core_algos import (
+    SumOverRanks,
+    get_adv_estimator,
+    get_kl_penalty,
+    needs_critic,
+    outcome_token_rewards,
+)
+from ramp.rl.critic import Critic
 from ramp.rl.distributed import full_state_dict, init_distributed
 from ramp.rl.episodes import Episode, build_curriculum, load_tasks
 from ramp.rl.metrics import StepMetrics
@@ -55,6 +66,7 @@ class RLTrainer:
         self.out = Path(tcfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.actor = Actor(config, self.dist)
+        self.critic = Critic(config, self.dist, self.actor.pad_id) if config.critic.enable else None
         self.curriculum = build_curriculum(load_tasks(config), config)
         self.rollout = RolloutWorker(config, self.dist, self.actor.tokenizer, self.curriculum)
         self.compute_advantages = get_adv_estimator(config.algorithm.adv_estimator)
@@ -83,10 +95,13 @@ class RLTrainer:
                     # 1. Rollouts, rewards and dynamic sampling: this rank's share of whole groups.
                     episodes = self.rollout.generate(step, metrics)
                     update_began = time.perf_counter()
-                    # 2. Log-probs of the policy that sampled (and of the reference), before any update.
+                    # 2. Log-probs of the policy that sampled (and of the reference), the critic's values,
+                    # before any update.
                     self.actor.compute_log_probs(episodes, metrics)
+                    if self.critic is not None:
+                        self.critic.compute_values(episodes, metrics)
                     # 3. Advantages (groups are whole on each rank).
-                    self._advantages(episodes)
+                    self._advantages(episodes, metrics)
                     # 4. Health of the policy before its update: entropy and response length.
                     reduced = metrics.reduce(self.dist)
                     healthy = self.health.check(
@@ -95,7 +110,9 @@ class RLTrainer:
                         truncated_share=reduced["health/truncated_share"],
                     )
                     # 5. PPO-style updates (a non-finite one is not applied); the new weights into the engine.
-                    if healthy:
+                    if healthy and self.critic is not None:
+                        self.critic.update(episodes, step, metrics, self.health)
+                    if healthy and step >= self.config.critic.head_start_steps:
                         self.actor.update(episodes, step, metrics, self.health)
                         self.rollout.sync_weights(full_state_dict(self.actor.policy))
                     metrics.add("time/update_s", time.perf_counter() - update_began)
@@ -109,7 +126,12 @@ class RLTrainer:
         self.dist.barrier()
         return self.out
 
-    def _advantages(self, episodes: Sequence[Episode]) -> None:
+    def _advantages(self, episodes: Sequence[Episode], metrics: StepMetrics) -> None:
+        if needs_critic(self.config.algorithm.adv_estimator):
+            kl, tokens = assign_token_advantages(episodes, self.config, self.dist.sum_all)
+            if self.config.algorithm.kl_in_reward > 0:
+                metrics.add("actor/reward_kl", kl, tokens)
+            return
         if not episodes:
             return
         scores = torch.tensor([e.score for e in episodes])
@@ -142,6 +164,7 @@ class RLTrainer:
     def _state(self, step: int) -> dict[str, Any]:
         return {
             **self.actor.state_dict(),
+            **({"critic": self.critic.state_dict()} if self.critic is not None else {}),
             "curriculum": self.curriculum.state_dict(),
             "health": self.health.state_dict(),
             "step": step,
@@ -152,6 +175,13 @@ class RLTrainer:
     def _resume(self) -> None:
         state = load_checkpoint(self.out / CHECKPOINT)
         self.actor.load_state_dict(state)
+        if self.critic is not None:
+            if "critic" not in state:
+                raise ValueError(
+                    f"{self.out / CHECKPOINT} has no critic state (a run without critic.enable): "
+                    "use another trainer.output_dir or trainer.resume=false"
+                )
+            self.critic.load_state_dict(state["critic"])
         self.curriculum.load_state_dict(state["curriculum"])
         if "health" in state:
             self.health.load_state_dict(state["health"])
@@ -173,3 +203,32 @@ class RLTrainer:
         if self.history:
             plot_rewards(self.history, self.out / "reward_curve.png")
             mlflow.log_artifact(str(self.out / "reward_curve.png"))
+
+
+def assign_token_advantages(
+    episodes: Sequence[Episode], config: RLConfig, sum_over_ranks: SumOverRanks
+) -> tuple[float, float]:
+    """Per-token advantages and the critic's returns of every episode (``algorithm.adv_estimator``, e.g.
+    gae), from token-level rewards (the score on the last sampled token, minus ``kl_in_reward`` × KL per
+    sampled token) and the critic's values. Every rank takes part in the whitening's sums, with or without
+    episodes. Returns the KL summed over sampled tokens and their count."""
+    algo = config.algorithm
+    width = max([len(e.rollout.token_ids) - 1 for e in episodes] + [1])
+    like = torch.zeros((len(episodes), width))
+    mask = stack_rows([torch.tensor(e.sampled[1:], dtype=torch.float32) for e in episodes], like)
+    rewards = outcome_token_rewards(torch.tensor([e.score for e in episodes]), mask)
+    kl = torch.zeros_like(mask)
+    if algo.kl_in_reward > 0:
+        old = stack_rows([e.old_log_prob for e in episodes], like)
+        ref = stack_rows([e.ref_log_prob for e in episodes], like)
+        kl = get_kl_penalty(algo.kl_penalty)(old, ref) * mask
+        rewards = rewards - algo.kl_in_reward * kl
+    values = stack_rows([e.values for e in episodes], like)
+    advantages, returns = get_adv_estimator(algo.adv_estimator)(
+        rewards, values, mask, algo.gamma, algo.lam, sum_over_ranks=sum_over_ranks
+    )
+    for row, episode in enumerate(episodes):
+        positions = len(episode.rollout.token_ids) - 1
+        episode.token_advantages = advantages[row, :positions]
+        episode.returns = returns[row, :positions]
+    return float(kl.sum()), float(mask.sum())
