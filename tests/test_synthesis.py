@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from facts_corpus import write_corpus, write_jsonl
 from openai_server import ScriptedOpenAIServer
+from ramp.pipelines.synthesize import run_synthesize
 
 from ramp.data.synthesis import SynthesisSettings, entity_candidates, rule_descriptions
-from ramp.pipelines.synthesize import run_synthesize
 from ramp.retrieval.base import Hit
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.text import normalize
@@ -118,7 +118,8 @@ def test_kept_questions_are_answerable_by_their_chain_and_the_rest_are_dead_lett
         assert row["metadata"]["hops"] == 2
         assert_answerable_by_its_chain(row, retriever, settings.synth.verify_k)
     assert questions[1]["question"] == (
-        "Where are the headquarters of the company founded by the weaver from the hill village of Pellor in 1911?"
+        "Where are the headquarters of the company founded by the weaver from the hill village of Pellor"
+        " in 1911?"
     )
     rejected = _lines(tmp_path / "out", "rejected")
     by_id = {r["record_id"]: r for r in rejected}

@@ -1,7 +1,8 @@
 """Retrieval configuration (``configs/retrieval.yaml``) and the retriever factory.
 
-Stages pick a local index (``kind: lucene`` + ``index``) or a shared server (``kind: http`` + ``url``)
-by config alone; a dense retriever (e5 + FAISS) would be a third ``kind`` behind the same interface.
+Stages pick a local index (``kind: lucene`` + ``index``), a shared server (``kind: http`` + ``url``) or a
+simulated search engine (``kind: simulated`` + ``simulator``: a model writes the documents) by config
+alone; a dense retriever (e5 + FAISS) would be another ``kind`` behind the same interface.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from ramp.errors import UserError
 from ramp.retrieval.base import Retriever
 from ramp.retrieval.env import SearchConfig
 from ramp.retrieval.query import DEFAULT_MAX_TERMS, LUCENE_MAX_CLAUSES
+from ramp.retrieval.simulated import SimulatorConfig, check_simulator
 
 
 class RetrieverConfig(StrictModel):
-    kind: Literal["lucene", "http"] = "lucene"
+    kind: Literal["lucene", "http", "simulated"] = "lucene"
     # kind: lucene
     index: str | None = None
     k1: float = Field(default=0.9, gt=0)
@@ -31,6 +33,8 @@ class RetrieverConfig(StrictModel):
     timeout_s: float = Field(default=30.0, gt=0)
     retries: int = Field(default=3, ge=0)
     backoff_s: float = Field(default=0.5, ge=0)
+    # kind: simulated (ZeroSearch)
+    simulator: SimulatorConfig = SimulatorConfig()
 
     @model_validator(mode="after")
     def _location_given(self) -> RetrieverConfig:
@@ -88,6 +92,10 @@ def build_retriever(config: RetrieverConfig) -> Retriever:
             threads=config.threads,
             max_query_terms=config.max_query_terms,
         )
+    if config.kind == "simulated":
+        from ramp.retrieval.simulated import SimulatedRetriever
+
+        return SimulatedRetriever(config.simulator)
     from ramp.retrieval.http import HttpRetriever
 
     assert config.url is not None
@@ -122,6 +130,11 @@ def check_retriever(config: RetrieverConfig, health_timeout_s: float = 5.0) -> N
                 f"index {index} {problem}: build it with `ramp index build --corpus CORPUS --index {index}`"
                 " or give the right --index"
             )
+        return
+    if config.kind == "simulated":
+        simulator_problem = check_simulator(config.simulator)
+        if simulator_problem:
+            raise UserError(simulator_problem)
         return
     import httpx
 
