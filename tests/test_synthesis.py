@@ -156,16 +156,22 @@ def test_rules_turn_a_sentence_about_the_entity_into_a_description() -> None:
         return Hit("d", "T", text, 1.0)
 
     assert rule_descriptions("K", hit("K is a glassware company founded in 1803. It grew."), None) == [
-        "the glassware company founded in 1803"
+        "the glassware company founded in 1803",
+        "the company that grew",
+    ]
+    assert rule_descriptions("P", hit("P was a chemist, born in 1761. His kiln is in Quessa."), None) == [
+        "the chemist, born in 1761",
+        "the chemist whose kiln is in Quessa",
     ]
     assert rule_descriptions("K", hit("K was founded by X in 1803."), "company") == [
         "the company founded by X in 1803"
     ]
     assert rule_descriptions("K", hit("K was founded by X."), None) == ["the one founded by X"]
     assert rule_descriptions("K", hit("Its river is long. K lies on the Lune."), "town") == [
-        "the town that lies on the Lune"
+        "the town whose river is long",
+        "the town that lies on the Lune",
     ]
-    assert rule_descriptions("K", hit("Nothing opens with the name here."), None) == []
+    assert rule_descriptions("K", hit("Nothing opens with the name or a pronoun here."), None) == []
     assert entity_candidates("In which city was the founder of Velmora Works born, Sarn Vey or Irsa?") == [
         "Velmora Works",
         "Sarn Vey",
@@ -227,3 +233,32 @@ def test_a_failing_llm_endpoint_rejects_the_seed_not_the_job(facts: dict[str, Pa
         )
         stats = run_synthesize(facts["seeds"], tmp_path / "out", settings)
     assert stats["rejected_by_reason"]["llm_error"] == 2 and stats["accounted"]
+
+
+def test_a_description_that_fits_another_passage_too_is_refused(tmp_path: Path) -> None:
+    from ramp.data.synthesis import QuestionSynthesizer, SynthConfig, seed_from_row
+    from ramp.retrieval.indexing import build_index
+
+    corpus = write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [
+            {
+                "id": "orvane",
+                "contents": '"Orvane Forge"\nOrvane Forge was founded by Ada Reyes. '
+                "Its headquarters are in Ostrel.",
+            },
+            {
+                "id": "kelvane",
+                "contents": '"Kelvane Mills"\nKelvane Mills was founded by Bo Lind in a valley town. '
+                "Its headquarters are in Ostrel.",
+            },
+        ],
+    )
+    build_index([corpus], tmp_path / "index", threads=1, progress=False)
+    with LuceneRetriever(tmp_path / "index", threads=1) as searcher:
+        seed = seed_from_row(
+            {"id": "o", "question": "Who founded Orvane Forge?", "golden_answers": ["Ada Reyes"]}
+        )
+        outcome = QuestionSynthesizer(searcher, SynthConfig(hops=1)).synthesize(seed)
+    assert outcome.reason == "no_verified_rewrite"  # type: ignore[union-attr]
+    assert outcome.detail == "hop 1: Orvane Forge: no description (names the answer, kelvane fit it too)"  # type: ignore[union-attr]

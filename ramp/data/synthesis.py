@@ -5,8 +5,10 @@ search answers. Each hop picks an entity of the question (after the first hop, o
 description, so the chain grows deeper), searches for it, and replaces it by a description of it written
 from the passage found: by rule (a sentence of the passage that opens with the entity, e.g.
 ``K was founded by X in 1803.`` -> ``the company founded by X in 1803``) or by an LLM (``backend: openai``).
-A description is kept only when a search for it ranks the entity's passage in the top ``verify_k`` with the
-entity's name in it, and when it names neither the entity, nor the answer, nor an entity replaced before.
+A description is kept only when a search for it ranks the entity's passage in the top ``verify_k`` (first,
+by default) with the entity's name in it, no other hit of that search states every fact of it that the
+entity's passage states (it singles the entity out), and it names neither the entity, nor the answer, nor
+an entity replaced before.
 After ``hops`` replacements the question needs ``hops + 1`` searches: the innermost description finds its
 entity, whose name completes the description around it, and so on out to the seed question, whose search
 finds the answer. A seed that cannot be taken that far is rejected with its reason.
@@ -27,7 +29,7 @@ from ramp.data.rejections import Rejection
 from ramp.retrieval.base import Hit, Retriever
 from ramp.retrieval.config import RetrieverConfig
 from ramp.seeding import stable_seed
-from ramp.text import contains, normalize
+from ramp.text import contains, content_tokens, normalize
 
 STAGE = "synthesize"
 # Capitalised runs (``University of Oxford``); a question's opening word is dropped when it is one of these.
@@ -39,6 +41,9 @@ _OPENERS = frozenset(
         *("Is", "Was", "Are", "Were", "Did", "Does", "Do", "Has", "Have", "Had"),
     )
 )
+_NOUN_ENDS = frozenset({"of", "in", "on", "at", "from", "for", "by", "with", "whose", "that", "which", "who"})
+_POSSESSIVES = frozenset({"Its", "His", "Her", "Their"})
+_SUBJECTS = {"It": "that", "He": "who", "She": "who", "They": "that"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _COPULA = re.compile(r"(?:is|was|are|were)\s+(?:a|an|the)\s+(.+)", re.S)
 _PARTICIPLE = re.compile(
@@ -55,7 +60,7 @@ class SynthConfig(StrictModel):
     temperature: float = Field(default=0.0, ge=0)
     max_new_tokens: int = Field(default=64, ge=1)
     search_k: int = Field(default=5, ge=1)  # hits read when searching for an entity
-    verify_k: int = Field(default=3, ge=1)  # a search must rank the passage it needs in this top
+    verify_k: int = Field(default=1, ge=1)  # a search must rank the passage it needs in this top
     max_candidates: int = Field(default=4, ge=1)  # entities tried per hop
     min_description_words: int = Field(default=3, ge=1)
     max_description_words: int = Field(default=30, ge=1)
@@ -135,21 +140,46 @@ Describer = Callable[[str, Hit, str | None], list[str]]
 
 
 def rule_descriptions(entity: str, hit: Hit, noun: str | None) -> list[str]:
-    """Descriptions of ``entity`` from the sentences of ``hit`` that open with it: ``E is a X`` -> ``the
-    X``; ``E was founded by Y`` -> ``the <noun> founded by Y``; ``E <predicate>`` -> ``the <noun> that
-    <predicate>`` (``noun`` the question's word for it, else ``one``)."""
+    """Descriptions of ``entity`` from the sentences of ``hit`` (a passage about it), in order: one that
+    opens with it, ``E is a X`` -> ``the X``, ``E was founded by Y`` -> ``the <noun> founded by Y``, ``E
+    <predicate>`` -> ``the <noun> that <predicate>``; one that opens with a pronoun for it, ``Its Z are
+    in W`` -> ``the <noun> whose Z are in W``, ``He studied X`` -> ``the <noun> who studied X`` (``noun``
+    the question's word for it, else the passage's: ``municipality`` in ``E is a municipality of ...``)."""
+    sentences = _SENTENCE_END.split(" ".join(hit.text.split()))
+    one = noun or next(filter(None, (_head_noun(entity, s) for s in sentences)), "one")
     out = []
-    for sentence in _SENTENCE_END.split(" ".join(hit.text.split())):
-        if not sentence.startswith(entity + " "):
-            continue
-        predicate = sentence[len(entity) :].strip().rstrip(".!?").strip()
-        if copula := _COPULA.fullmatch(predicate):
-            out.append(f"the {copula.group(1)}")
-        elif participle := _PARTICIPLE.fullmatch(predicate):
-            out.append(f"the {noun or 'one'} {participle.group(1)}")
-        elif predicate:
-            out.append(f"the {noun or 'one'} that {predicate}")
+    for sentence in sentences:
+        opener, _, rest = sentence.partition(" ")
+        rest = rest.rstrip(".!?").strip()
+        if sentence.startswith(entity + " "):
+            predicate = sentence[len(entity) :].strip().rstrip(".!?").strip()
+            if copula := _COPULA.fullmatch(predicate):
+                out.append(f"the {copula.group(1)}")
+            elif participle := _PARTICIPLE.fullmatch(predicate):
+                out.append(f"the {one} {participle.group(1)}")
+            elif predicate:
+                out.append(f"the {one} that {predicate}")
+        elif rest and opener in _POSSESSIVES:
+            out.append(f"the {one} whose {rest}")
+        elif rest and opener in _SUBJECTS:
+            out.append(f"the {one} {_SUBJECTS[opener]} {rest}")
     return out
+
+
+def _head_noun(entity: str, sentence: str) -> str | None:
+    """The noun that ``E is a <noun> ...`` calls the entity: the last word before the first preposition,
+    participle, clause word or comma (``glassware company founded in 1803`` -> ``company``)."""
+    if not sentence.startswith(entity + " "):
+        return None
+    copula = _COPULA.fullmatch(sentence[len(entity) :].strip().rstrip(".!?"))
+    head = None
+    for word in copula.group(1).split() if copula else ():
+        if word.lower() in _NOUN_ENDS or _PARTICIPLE.fullmatch(f"was {word}"):
+            break
+        head = word.rstrip(",")
+        if word.endswith(","):
+            break
+    return head
 
 
 def description_prompt(entity: str, hit: Hit, noun: str | None) -> list[dict[str, str]]:
@@ -294,14 +324,20 @@ class QuestionSynthesizer:
                 problems.append("names an entity it should hide")
             elif any(_names(description, a) for a in answers):
                 problems.append("names the answer")
-            elif not _finds(self._search(description, cfg.verify_k), about.doc_id, entity):
+            elif not _finds(
+                (hits := self._search(description, max(cfg.search_k, cfg.verify_k)))[: cfg.verify_k],
+                about.doc_id,
+                entity,
+            ):
                 problems.append(f"its search misses {about.doc_id} in the top {cfg.verify_k}")
+            elif others := _also_fit(description, about, hits):
+                problems.append(f"{', '.join(others)} fit it too")
             else:
                 inserted = (
                     description[:1].upper() + description[1:] if question.startswith(span) else description
                 )
                 return Hop(entity, span, inserted, about.doc_id)
-        return "no description (" + ", ".join(problems or ["none written"]) + ")"
+        return "no description (" + ", ".join(dict.fromkeys(problems or ["none written"])) + ")"
 
     @staticmethod
     def _reject(seed: Seed, reason: str, detail: str) -> Rejection:
@@ -314,6 +350,14 @@ def _text(hit: Hit) -> str:
 
 def _finds(hits: Sequence[Hit], doc_id: str, entity: str) -> bool:
     return any(h.doc_id == doc_id and _names(_text(h), entity) for h in hits)
+
+
+def _also_fit(description: str, about: Hit, hits: Sequence[Hit]) -> list[str]:
+    """Other hits that state every fact of ``description`` that ``about`` states (its content words found
+    in ``about``): the description would not single the entity out."""
+    own = set(content_tokens(_text(about)))
+    facts = {t for t in content_tokens(description) if t in own}
+    return [h.doc_id for h in hits if h.doc_id != about.doc_id and facts <= set(content_tokens(_text(h)))]
 
 
 def _replace(question: str, span: str, description: str) -> str:
