@@ -36,6 +36,36 @@ PASSAGES = (
     ("sarn", "Sarn Vey", "Sarn Vey was a surveyor who mapped the coast of Dravia in 1790."),
 )
 
+# Simple fact questions (one search answers each, or not: the rejections ``ramp data synthesize`` must give).
+SEEDS = [
+    {
+        "id": "s1",
+        "question": "In which town are the headquarters of Velmora Works?",
+        "golden_answers": ["Brenholt"],
+    },
+    {
+        "id": "s2",
+        "question": "Where are the headquarters of the company Kelvane Mills?",
+        "golden_answers": ["Ostrel"],
+    },
+    {"id": "s3", "question": "Who designed the harbour of Zarnoth?", "golden_answers": ["Nobody Known"]},
+    {"id": "s4", "question": "Is Brenholt in Dravia?", "golden_answers": ["Dravia"]},
+    {"id": "s5", "question": "Which country has Ostrel as its capital?", "golden_answers": ["Dravia"]},
+    {"id": "s6", "question": "what is the capital of the country?", "golden_answers": ["Ostrel"]},
+    {"id": "bad", "question": ""},
+]
+# Queries of the hand-made corpus with what they look for: the simulator learns them from real searches.
+QUERIES = [
+    ("q1", "Velmora Works headquarters", "Brenholt"),
+    ("q2", "Tarin Oslo birth town", "Quessa"),
+    ("q3", "Kelvane Mills founded by", "Irsa Doun"),
+    ("q4", "Dravia capital city", "Ostrel"),
+    ("q5", "Brenholt country", "Dravia"),
+    ("q6", "Marrow Guild founding year", "1620"),
+    ("q7", "Quessa river", "Lune"),
+    ("q8", "Irsa Doun home village", "Pellor"),
+]
+
 
 def write_corpus(path: Path) -> Path:
     """The passages as a DPR wiki-18 JSONL corpus (``{"id", "contents": "\\"Title\\"\\ntext"}``)."""

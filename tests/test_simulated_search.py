@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from facts_corpus import PASSAGES, write_corpus, write_jsonl
+from facts_corpus import PASSAGES, QUERIES, write_corpus, write_jsonl
 from openai_server import ScriptedOpenAIServer
 
 from ramp.config import load_config
@@ -28,17 +28,6 @@ from ramp.rl.config import RLConfig
 from ramp.rl.curriculum import noise_probability
 
 RAMP = [sys.executable, "-m", "ramp"]
-# Queries of the hand-made corpus with what they look for: the simulator learns them from real searches.
-QUERIES = [
-    ("q1", "Velmora Works headquarters", "Brenholt"),
-    ("q2", "Tarin Oslo birth town", "Quessa"),
-    ("q3", "Kelvane Mills founded by", "Irsa Doun"),
-    ("q4", "Dravia capital city", "Ostrel"),
-    ("q5", "Brenholt country", "Dravia"),
-    ("q6", "Marrow Guild founding year", "1620"),
-    ("q7", "Quessa river", "Lune"),
-    ("q8", "Irsa Doun home village", "Pellor"),
-]
 TEXT = {title: f"{title} {text}" for _, title, text in PASSAGES}
 
 

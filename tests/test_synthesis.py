@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from facts_corpus import write_corpus, write_jsonl
+from facts_corpus import SEEDS, write_corpus, write_jsonl
 from openai_server import ScriptedOpenAIServer
 from ramp.pipelines.synthesize import run_synthesize
 
@@ -20,23 +20,6 @@ from ramp.retrieval.base import Hit
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.text import normalize
 
-SEEDS = [
-    {
-        "id": "s1",
-        "question": "In which town are the headquarters of Velmora Works?",
-        "golden_answers": ["Brenholt"],
-    },
-    {
-        "id": "s2",
-        "question": "Where are the headquarters of the company Kelvane Mills?",
-        "golden_answers": ["Ostrel"],
-    },
-    {"id": "s3", "question": "Who designed the harbour of Zarnoth?", "golden_answers": ["Nobody Known"]},
-    {"id": "s4", "question": "Is Brenholt in Dravia?", "golden_answers": ["Dravia"]},
-    {"id": "s5", "question": "Which country has Ostrel as its capital?", "golden_answers": ["Dravia"]},
-    {"id": "s6", "question": "what is the capital of the country?", "golden_answers": ["Ostrel"]},
-    {"id": "bad", "question": ""},
-]
 REJECTED = {
     "s3": "seed_not_answerable",
     "s4": "answer_in_question",
