@@ -29,6 +29,9 @@ import pyarrow.parquet as pq
 import pytest
 from openai_server import ScriptedOpenAIServer
 
+from ramp.data.synthesis import rule_descriptions
+from ramp.retrieval.base import Hit
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 600
@@ -43,6 +46,7 @@ class Entry:
     says: tuple[str, ...] = ()  # text the output must contain
     needs: tuple[str, ...] = ()  # entries (or preparations) that must have run first
     serve: bool = False  # the one run is a server, kept up in the background until the module ends
+    port: str = "port"  # the placeholder holding a server's port
     skip: str = ""  # why the line cannot run on this machine
 
 
@@ -176,6 +180,7 @@ ENTRIES = [
         says=('"kind": "hybrid"', '"documents": 24'),
         serve=True,
         needs=("index-dense",),
+        port="hybrid_port",
     ),
     Entry(
         "index-info",
@@ -446,6 +451,94 @@ ENTRIES = [
         needs=("eval-builtin", "eval-rl"),
     ),
     Entry(
+        "synthesize",
+        "ramp data synthesize --seeds SEEDS.jsonl --output runs/synth (--index IDX | --retriever-url URL)"
+        " [--set synth.hops=3] [--workers N]",
+        (
+            "ramp data synthesize --seeds runs/facts/seeds.jsonl --output runs/synth --index runs/index/facts"
+            " --set synth.hops=3 --workers 2",
+            "ramp data synthesize --seeds runs/facts/seeds.jsonl --output runs/synth-http"
+            " --retriever-url http://127.0.0.1:{port}",
+        ),
+        writes=("runs/synth/questions-*.jsonl", "runs/synth/rejected-*.jsonl", "runs/synth-http/stats.json"),
+        says=("8 seeds -> 1 questions (3 hops: 1)", "seeds in = kept + rejected (ok)"),
+        needs=("facts", "serve"),
+    ),
+    Entry(
+        "synthesize-openai",
+        "ramp data synthesize ... --set synth.backend=openai --set synth.openai.base_url=http://127.0.0.1:8001/v1"
+        " --set synth.openai.model=Qwen2.5-72B-Instruct",
+        (
+            "ramp data synthesize --seeds runs/facts/seeds.jsonl --output runs/synth-llm"
+            " --index runs/index/facts --set synth.backend=openai --set synth.openai.base_url={openai_url}"
+            " --set synth.openai.model=Qwen2.5-72B-Instruct",
+        ),
+        writes=("runs/synth-llm/questions-*.jsonl",),
+        says=("8 seeds -> 2 questions", "backend openai"),
+        needs=("facts",),
+    ),
+    Entry(
+        "sim-prepare",
+        "ramp sim prepare --questions QA.jsonl --output runs/sim/pairs (--index IDX | --retriever-url URL)"
+        " [--trajectories DIR] [--set prepare.docs=5]",
+        (
+            "ramp sim prepare --questions runs/facts/queries.jsonl --output runs/sim/pairs"
+            " --index runs/index/facts --set prepare.docs=1",
+            "ramp sim prepare --trajectories runs/demo/trajectories --output runs/sim/pairs-demo"
+            " --retriever-url http://127.0.0.1:{port} --set prepare.docs=2",
+        ),
+        writes=(
+            "runs/sim/pairs/pairs.jsonl",
+            "runs/sim/pairs/documents.jsonl",
+            "runs/sim/pairs-demo/stats.json",
+        ),
+        says=("8 queries -> 8 useful + 8 noisy pairs", "queries in = kept + rejected (ok)"),
+        needs=("facts", "serve", "make-demo"),
+    ),
+    Entry(
+        "sim-train",
+        "ramp sim train --pairs runs/sim/pairs --output runs/sim/model --set model.hf=HF_DIR"
+        " [--set train.steps=N]",
+        (
+            "ramp sim train --pairs runs/sim/pairs --output runs/sim/model --set model.hf=ckpt"
+            " --set train.steps=2 --set train.global_batch_size=2 --set prepare.num_shards=1"
+            " --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
+        ),
+        writes=("runs/sim/model/policy/model.safetensors", "runs/sim/model/policy/sim-documents.jsonl"),
+        says=("16 pairs; trained to step 2",),
+        needs=("sim-prepare", "ckpt"),
+    ),
+    Entry(
+        "serve-simulated",
+        "ramp serve-retriever --set retriever.kind=simulated --set retriever.simulator.base_url=http://127.0.0.1:8001/v1"
+        " --set retriever.simulator.model=SearchSimulation_14B [--port 8002]",
+        (
+            "ramp serve-retriever --set retriever.kind=simulated"
+            " --set retriever.simulator.base_url={openai_url}"
+            " --set retriever.simulator.model=SearchSimulation_14B --port {sim_port}",
+        ),
+        says=('"simulator": "openai"', '"noise_probability": 0.0'),
+        serve=True,
+        port="sim_port",
+    ),
+    Entry(
+        "rl-simulated",
+        "ramp rl train --config configs/rl.yaml --set retriever.kind=simulated"
+        " --set retriever.simulator.backend=hf --set retriever.simulator.model=runs/sim/model/policy"
+        " --set data.task=qa --set data.qa=FILE.jsonl"
+        " [--set retriever.simulator.noise.p_end=0.5]",
+        (
+            "ramp rl train --config configs/rl.yaml --set retriever.kind=simulated"
+            " --set retriever.simulator.backend=hf --set retriever.simulator.model=runs/sim/model/policy"
+            " --set data.task=qa --set data.qa=runs/facts/queries.jsonl"
+            " --set retriever.simulator.noise.p_end=0.5 --set retriever.simulator.max_new_tokens=32"
+            " --set policy.model=ckpt --set trainer.output_dir=runs/rl-sim" + ONE_TINY_RL_STEP,
+        ),
+        writes=("runs/rl-sim/history.jsonl",),
+        says=("trained 1 steps",),
+        needs=("sim-train", "ckpt", "facts"),
+    ),
+    Entry(
         "pretrain-init",
         "ramp pretrain init --corpus runs/samples --output runs/init [--tokenizer word] [--vocab-size N]"
         " [--set model.hidden_size=64]",
@@ -559,6 +652,7 @@ class Workspace:
             "small_dump": str(small_dump),
             "port": str(_free_port()),
             "hybrid_port": str(_free_port()),
+            "sim_port": str(_free_port()),
             "openai_url": openai_url,
         }
         self.outputs: dict[str, list[subprocess.CompletedProcess[str]]] = {}
@@ -596,8 +690,7 @@ class Workspace:
         log = open(self.root / f"{entry.id}.log", "w")  # noqa: SIM115 - the server writes to it until teardown
         server = subprocess.Popen(self.argv(entry.runs[0]), cwd=self.root, stdout=log, stderr=log, text=True)
         self.servers.append(server)
-        port = self.values["hybrid_port" if "{hybrid_port}" in entry.runs[0] else "port"]
-        url = f"http://127.0.0.1:{port}/health"
+        url = f"http://127.0.0.1:{self.values[entry.port]}/health"
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             assert server.poll() is None, (self.root / f"{entry.id}.log").read_text()[-3000:]
@@ -654,10 +747,26 @@ def _rows(directory: Path) -> list[dict[str, Any]]:
     return [row for f in sorted(directory.glob("samples-*.parquet")) for row in pq.read_table(f).to_pylist()]
 
 
+def _facts(ws: Workspace) -> None:
+    """The hand-made corpus of ``tests/facts_corpus.py``, its index, its seed questions and its queries."""
+    from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
+
+    from ramp.retrieval.indexing import build_index
+
+    out = ws.root / "runs/facts"
+    out.mkdir(parents=True)
+    build_index([write_corpus(out / "corpus.jsonl")], ws.root / "runs/index/facts", threads=1, progress=False)
+    write_jsonl(out / "seeds.jsonl", SEEDS, extra_lines=("not json",))
+    write_jsonl(
+        out / "queries.jsonl", [{"id": i, "question": q, "golden_answers": [a]} for i, q, a in QUERIES]
+    )
+
+
 PREPARATIONS: dict[str, Callable[[Workspace], None]] = {
     "few": _few_samples,
     "ckpt": _checkpoint,
     "tiny-corpus": _tiny_corpus,
+    "facts": _facts,
 }
 
 
@@ -669,6 +778,13 @@ class OracleTeacher:
 
     def __call__(self, path: str, body: dict[str, Any]) -> str:
         prompt = body["messages"][-1]["content"]
+        if described := re.search(
+            r"Passage: (.*)\n(.*)\n\nWrite a short description of (.*?) (?:\(|that )", prompt
+        ):
+            title, text, entity = described.groups()  # an E2HQA rewrite: the rules stand in for an LLM
+            return (rule_descriptions(entity, Hit("", title, text, 0.0), None) or ["the subject"])[0]
+        if simulated := re.search(r"Query: (.*)\n(Useful|Noisy) Output:", prompt):  # a simulated search
+            return f"Doc 1 (Title: {simulated.group(1)}): A {simulated.group(2).lower()} page about it."
         rows = _rows(self.root / "runs/few")
         row = next(r for r in rows if r["masked_passage"] in prompt)
         query = " ".join(row["masked_passage"].replace("[mask]", " ").split()[:12])

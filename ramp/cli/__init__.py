@@ -31,6 +31,7 @@ from ramp.cli.options import BEAM_COMMAND
 from ramp.cli.pretrain import pretrain_app
 from ramp.cli.rl import rl_app
 from ramp.cli.serve import serve_retriever_command
+from ramp.cli.sim import sim_app
 from ramp.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="RAMP: teach LLMs to search.")
@@ -49,6 +50,9 @@ app.add_typer(
     pretrain_app,
     name="pretrain",
     help="Megatron-core RAMP pretraining: shards, training, conversion, launch.",
+)
+app.add_typer(
+    sim_app, name="sim", help="The simulated search engine (ZeroSearch): training pairs and fine-tuning."
 )
 app.add_typer(experiment_app, name="experiment", help="End to end: the demo and the RAMP-effect experiment.")
 app.command("serve-retriever")(serve_retriever_command)

@@ -149,3 +149,32 @@ def curate_command(
     typer.echo(
         f"curated {total} trajectories: kept {len(result.kept)}, rejected {len(result.rejected)} ({reasons})"
     )
+
+
+@data_app.command("synthesize", context_settings=BEAM_COMMAND)
+def synthesize_command(
+    ctx: typer.Context,
+    seeds: Annotated[str, typer.Option("--seeds", help="Seed QA rows: a .jsonl file or glob.")],
+    output: Annotated[str, typer.Option("--output", help="Output directory (local or any Beam filesystem).")],
+    index: Index = None,
+    retriever_url: RetrieverUrl = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="YAML config (default configs/synth.yaml).")
+    ] = None,
+    overrides: Overrides = None,
+    workers: Workers = 1,
+    chunk_mb: ChunkMb = None,
+    pipeline_options: PipelineOptions = None,
+    verbose: Verbose = False,
+) -> None:
+    """Harder questions from simple ones (WebDancer's E2HQA): entities replaced by descriptions found by
+    search, each step verified by retrieval; rejected seeds go to rejected-*.jsonl with their reason."""
+    from ramp.data.synthesis import SynthesisSettings, format_synthesis_stats
+    from ramp.pipelines.synthesize import run_synthesize
+
+    settings = load_with_retriever(
+        SynthesisSettings, config or "synth", overrides, index, retriever_url, required=True
+    )
+    with quiet_logs(output, "synthesize", verbose):
+        stats = run_synthesize(seeds, output, settings, workers, beam_args(ctx, pipeline_options), chunk_mb)
+    typer.echo(format_synthesis_stats(stats))

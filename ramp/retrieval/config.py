@@ -2,7 +2,8 @@
 
 Stages pick a local BM25 index (``kind: lucene`` + ``index``), a dense index (``kind: dense`` + ``index``:
 an encoder + FAISS, ``ramp.retrieval.dense``), both fused by reciprocal rank (``kind: hybrid`` + ``index``
-+ ``dense_index``) or a shared server (``kind: http`` + ``url``) by config alone.
++ ``dense_index``), a shared server (``kind: http`` + ``url``) or a simulated search engine
+(``kind: simulated`` + ``simulator``: a model writes the documents) by config alone.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from ramp.retrieval.base import Retriever
 from ramp.retrieval.dense import FAISS_FILE, MANIFEST_NAME, index_kind
 from ramp.retrieval.env import SearchConfig
 from ramp.retrieval.query import DEFAULT_MAX_TERMS, LUCENE_MAX_CLAUSES
+from ramp.retrieval.simulated import SimulatorConfig, check_simulator
 
 
 class RetrieverConfig(StrictModel):
-    kind: Literal["lucene", "dense", "hybrid", "http"] = "lucene"
+    kind: Literal["lucene", "dense", "hybrid", "http", "simulated"] = "lucene"
     # kind: lucene (and hybrid's BM25 side); kind: dense: the dense index directory
     index: str | None = None
     k1: float = Field(default=0.9, gt=0)
@@ -44,6 +46,8 @@ class RetrieverConfig(StrictModel):
     timeout_s: float = Field(default=30.0, gt=0)
     retries: int = Field(default=3, ge=0)
     backoff_s: float = Field(default=0.5, ge=0)
+    # kind: simulated (ZeroSearch)
+    simulator: SimulatorConfig = SimulatorConfig()
 
     @model_validator(mode="after")
     def _location_given(self) -> RetrieverConfig:
@@ -118,6 +122,10 @@ def build_retriever(config: RetrieverConfig) -> Retriever:
             sparse.close()
             raise
         return HybridRetriever(sparse, dense, rrf_k=config.rrf_k, depth=config.fusion_depth)
+    if config.kind == "simulated":
+        from ramp.retrieval.simulated import SimulatedRetriever
+
+        return SimulatedRetriever(config.simulator)
     from ramp.retrieval.http import HttpRetriever
 
     assert config.url is not None
@@ -192,6 +200,10 @@ def check_retriever(config: RetrieverConfig, health_timeout_s: float = 5.0) -> N
                 f"dense index {dense} {problem}: build it with `ramp index build --kind dense "
                 f"--encoder minilm --corpus CORPUS --index {dense}`"
             )
+    if config.kind == "simulated":
+        simulator_problem = check_simulator(config.simulator)
+        if simulator_problem:
+            raise UserError(simulator_problem)
     if config.kind != "http":
         return
     import httpx

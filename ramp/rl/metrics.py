@@ -57,6 +57,7 @@ METRICS: dict[str, Reduce] = {
     "critic/lr": Reduce.LOCAL,
     "curriculum/stage": Reduce.LOCAL,
     "curriculum/advanced": Reduce.LOCAL,
+    "search/noise_probability": Reduce.LOCAL,  # a simulated search engine's noise curriculum
     **{f"time/{phase}_s": Reduce.RANK_MEAN for phase in ("rollout", "retrieval", "reward", "update")},
     "time/step_s": Reduce.LOCAL,
     "health/entropy": Reduce.TOKEN_MEAN,

@@ -64,6 +64,9 @@ class RolloutWorker:
         """Rollouts, rewards and dynamic sampling for step ``step`` (0-based): this rank's share of the kept
         episodes (whole groups). Metrics of every generated episode and the timings go to ``metrics``."""
         algo, tcfg = self.config.algorithm, self.config.trainer
+        follow_schedule = getattr(self.env.retriever, "set_step", None)  # e.g. a simulated engine's noise
+        if follow_schedule is not None:
+            metrics.add("search/noise_probability", follow_schedule(step, tcfg.total_steps))
         generated: list[Episode] = []
 
         def generate_batch(batch_number: int) -> list[Episode]:
