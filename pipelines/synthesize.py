@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from ramp.pipelines.chunks import ChunkedJob, run_input_files, sum_stats
-from ramp.pipelines.io import WriteJsonlShards, clear_outputs
-from ramp.pipelines.runner import pipeline_options
+from ramp.pipelines.answerability import index_files
+from ramp.pipelines.chunks import run_chunked, sum_stats
+from ramp.pipelines.io import WriteJsonlShards, clear_outputs, shard_path
+from ramp.pipelines.runner import LOCAL, BeamRun
 from ramp.pipelines.samples_io import UNPARSEABLE, ReadSamples
 
 from ramp.data.rejections import Rejection
@@ -192,40 +194,54 @@ def build(
     ) | "WriteStats" >> WriteStats(out, settings)
 
 
-def merge_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Chunk stats summed (``accounted`` recomputed)."""
-    merged = sum_stats(parts, frozenset({"accounted"}), frozenset({"hops", "backend"}))
-    merged["accounted"] = merged["seeds_in"] == merged["kept"] + merged["rejected"]
-    return dict(sorted(merged.items()))
+@dataclass(frozen=True)
+class SynthesizeJob:
+    """``data synthesize`` for the chunk driver (:class:`ramp.pipelines.chunks.ChunkedJob`): its seed
+    files in parts, each a run of :func:`build`."""
+
+    settings: SynthesisSettings
+    beam_run: BeamRun
+    name: str = "data synthesize"
+    output_patterns: tuple[str, ...] = (f"{QUESTIONS}-*.jsonl", f"{REJECTED}-*.jsonl")
+    summary_files: tuple[str, ...] = ()
+    two_phase: bool = False
+
+    def inputs(self, part: list[str]) -> list[str]:
+        return [*part, *index_files(self.settings.retriever)]
+
+    def outputs(self, part: list[str]) -> list[str]:
+        shards = self.settings.output.num_shards
+        return [
+            shard_path(prefix, n, shards, ".jsonl") for prefix in (QUESTIONS, REJECTED) for n in range(shards)
+        ]
+
+    def run(self, part: list[str], directory: str) -> dict[str, Any]:
+        clear_outputs(directory, OUTPUT_FILES)
+        self.beam_run.run(lambda p: build(p, part, directory, self.settings), METRICS_NAMESPACE)
+        with FileSystems.open(
+            f"{directory}/{STATS_FILE}", compression_type=CompressionTypes.UNCOMPRESSED
+        ) as raw:
+            stats: dict[str, Any] = json.loads(raw.read().decode("utf-8"))
+        return stats
+
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Chunk stats summed (``accounted`` recomputed)."""
+        merged = sum_stats(parts, frozenset({"accounted"}), frozenset({"hops", "backend"}))
+        merged["accounted"] = merged["seeds_in"] == merged["kept"] + merged["rejected"]
+        return dict(sorted(merged.items()))
 
 
 def run_synthesize(
     seeds: str | Path,
     output_dir: str | Path,
     settings: SynthesisSettings,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
+    beam_run: BeamRun = LOCAL,
     chunk_mb: float | None = None,
-    files: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the job on any Beam runner (``pipeline_args``; default the local FnApiRunner) and return
-    stats.json's content; old outputs are replaced. Local runs go in chunks of seed files."""
-    out = str(output_dir).rstrip("/")
-    if files is None:
-        job = ChunkedJob(
-            "data synthesize",
-            out,
-            OUTPUT_FILES,
-            lambda part, part_out: run_synthesize(
-                seeds, part_out, settings, workers, pipeline_args, files=part
-            ),
-            merge_stats,
-            settings.model_dump_json(),
-        )
-        return run_input_files(job, seed_files(seeds), chunk_mb, pipeline_args)
-    clear_outputs(out, OUTPUT_FILES)
-    with beam.Pipeline(options=pipeline_options(workers, pipeline_args)) as pipeline:
-        build(pipeline, files, out, settings)
-    with FileSystems.open(f"{out}/{STATS_FILE}", compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        stats: dict[str, Any] = json.loads(raw.read().decode("utf-8"))
-    return stats
+    """Run the job on any Beam runner (``beam_run``; default the local FnApiRunner) and return
+    stats.json's content; old outputs are replaced. Local runs go in chunks of seed files
+    (:mod:`ramp.pipelines.chunks`)."""
+    files = seed_files(seeds)
+    sizes = [m.size_in_bytes for r in FileSystems.match(files) for m in r.metadata_list]
+    job = SynthesizeJob(settings, beam_run)
+    return run_chunked(job, str(output_dir).rstrip("/"), files, sizes, chunk_mb, beam_run.pipeline_args)

@@ -170,11 +170,13 @@ def synthesize_command(
     """Harder questions from simple ones (WebDancer's E2HQA): entities replaced by descriptions found by
     search, each step verified by retrieval; rejected seeds go to rejected-*.jsonl with their reason."""
     from ramp.data.synthesis import SynthesisSettings, format_synthesis_stats
+    from ramp.pipelines.runner import BeamRun
     from ramp.pipelines.synthesize import run_synthesize
 
     settings = load_with_retriever(
         SynthesisSettings, config or "synth", overrides, index, retriever_url, required=True
     )
     with quiet_logs(output, "synthesize", verbose):
-        stats = run_synthesize(seeds, output, settings, workers, beam_args(ctx, pipeline_options), chunk_mb)
+        beam_run = BeamRun(workers, tuple(beam_args(ctx, pipeline_options)))
+        stats = run_synthesize(seeds, output, settings, beam_run, chunk_mb)
     typer.echo(format_synthesis_stats(stats))

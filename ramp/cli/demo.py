@@ -28,11 +28,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ramp.cli.finetune import qa_rl_config, write_qa_questions
-from ramp.logs import quiet_logs
 from ramp.config import StrictModel, load_config, resolve_config_path
 from ramp.cot.config import CotConfig
 from ramp.data.config import DataConfig
 from ramp.errors import UserError
+from ramp.logs import quiet_logs
 from ramp.qa.config import EvalConfig
 from ramp.retrieval.config import RetrievalSettings, retriever_location
 from ramp.rl.config import RLConfig
