@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from ramp.cli.logs import beam_logs
 from ramp.cli.options import BEAM_COMMAND, PipelineOptions, Verbose, Workers, beam_args
+from ramp.logs import quiet_logs
 
 index_app = typer.Typer(no_args_is_help=True)
 
@@ -91,7 +91,7 @@ def build(
         )
     except ValueError as err:
         raise ConfigError(" ".join(str(err).split())) from None
-    with beam_logs(embeddings or str(index / EMBEDDINGS_DIR), "dense-index", verbose):
+    with quiet_logs(embeddings or str(index / EMBEDDINGS_DIR), "dense-index", verbose):
         manifest = build_dense_index(
             corpus,
             index,
