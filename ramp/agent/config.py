@@ -45,6 +45,15 @@ class BackendConfig(StrictModel):
     openai: OpenAIBackendConfig = OpenAIBackendConfig()
 
 
+class ContextConfig(StrictModel):
+    """What the model reads in long rollouts: the prompt and every model segment always; the last
+    ``keep_results`` result blocks whole, each older one in its short form (``older``: a marker, or the first
+    sentence of each of its documents). The training sequences follow what the model read."""
+
+    keep_results: int | None = Field(default=None, ge=1)  # None: every result block stays whole
+    older: Literal["marker", "first_sentence"] = "first_sentence"
+
+
 class RolloutConfig(StrictModel):
     max_turns: int = Field(default=8, ge=1, le=64)  # model turns; each but the last may end in a search
     max_new_tokens_per_turn: int = Field(default=512, ge=1)
@@ -55,6 +64,7 @@ class RolloutConfig(StrictModel):
     seed: int = 0
     logprobs: bool = True  # record the sampled tokens' log-probs (a backend without them raises)
     end_of_turn_token: str | None = None  # default: the tokenizer's EOS
+    context: ContextConfig = ContextConfig()
 
     @model_validator(mode="after")
     def _budgets(self) -> RolloutConfig:

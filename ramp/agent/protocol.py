@@ -20,6 +20,7 @@ the tokenizer's canonical encoding of their text (always true for SFT data built
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ STOP_STRINGS = (SEARCH_CLOSE, ANSWER_CLOSE)
 NO_RESULTS = "No results."
 NO_BUDGET = "Search budget exhausted: answer with what you have."
 NO_QUERY = "No query: write the query inside <search> and </search>."
+DROPPED = "(an earlier result, dropped)"
 
 ESCAPED_OPEN = "&lt;"
 _EMPTY_TEXT: dict[SearchStatus, str] = {"ok": NO_RESULTS, "no_query": NO_QUERY, "no_budget": NO_BUDGET}
@@ -68,6 +70,25 @@ def format_result_block(hits: Sequence[Hit], *, status: SearchStatus = "ok") -> 
             for i, hit in enumerate(hits, start=1)
         )
     return f"\n{RESULT_OPEN}\n{neutralize_tags(body)}\n{RESULT_CLOSE}\n"
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to its first sentence end (``.``, ``!`` or ``?`` before a space), whitespace collapsed."""
+    text = " ".join(text.split())
+    match = re.search(r"[.!?](?=\s)", text)
+    return text[: match.end()] if match else text
+
+
+def short_result_block(hits: Sequence[Hit], *, status: SearchStatus = "ok", older: str = "marker") -> str:
+    """An older result block as the model reads it once newer ones push it out of the whole window:
+    ``marker`` (one line saying it was dropped), or ``first_sentence`` (each document's title and first
+    sentence). A block without hits keeps its one line."""
+    if older == "first_sentence" and hits:
+        short = [Hit(h.doc_id, h.title, first_sentence(h.text), h.score) for h in hits]
+        return format_result_block(short, status=status)
+    if not hits:
+        return format_result_block(hits, status=status)
+    return f"\n{RESULT_OPEN}\n{DROPPED}\n{RESULT_CLOSE}\n"
 
 
 @dataclass(frozen=True)

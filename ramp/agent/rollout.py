@@ -14,6 +14,11 @@ budgets, ``max_turns``, ``context_full`` before the next turn would pass the con
 (``search.max_context_tokens`` and the backend's maximum length; one position is kept for the end-of-turn
 token) or ``error`` when the policy failed for it (``Rollout.error``).
 
+Long rollouts (``rollout.context``): with ``keep_results`` K the model reads the prompt, all its own
+segments and the K latest result blocks whole, each older block in its short form (a marker or each
+document's first sentence); ``Rollout.dropped_results`` counts them. ``token_ids`` stays the whole
+trajectory; :meth:`Rollout.training_views` gives the sequences each turn was actually sampled from.
+
 Per token, ``sampled_mask`` (drawn by the model: carries a log-prob and the policy loss), ``env_mask``
 (result blocks) and ``appended_mask`` (the end-of-turn token the loop adds after ``</answer>``) are
 disjoint; the prompt is in none. Each rollout's sampling is seeded from (seed, task id, sample index)
@@ -41,6 +46,7 @@ from ramp.agent.protocol import (
     encode_segment,
     end_of_turn_id,
     format_result_block,
+    short_result_block,
 )
 from ramp.agent.task import Task, task_from_qa, task_from_sample
 from ramp.prompts import Message
@@ -48,7 +54,7 @@ from ramp.retrieval.base import Retriever
 from ramp.retrieval.env import SearchEnv, SearchEpisode, SearchOutcome
 from ramp.seeding import stable_seed
 
-__all__ = ["Rollout", "RolloutLoop", "Task", "TurnPolicy", "task_from_qa", "task_from_sample"]
+__all__ = ["Rollout", "RolloutLoop", "Task", "TrainingView", "TurnPolicy", "task_from_qa", "task_from_sample"]
 
 FinishReason = Literal["answer", "eos", "length", "token_budget", "max_turns", "context_full", "error"]
 
@@ -90,6 +96,18 @@ class Segment:
     text: str
     token_ids: list[int]
     logprobs: list[float | None]  # model tokens: their log-probs (None if not requested); env: None
+    window: int = 0  # model: how many older result blocks were short in the context it was sampled from
+    short_ids: list[int] | None = None  # env, with context management: the block's short form
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """One training sequence of a rollout: the context its model segments of one window were sampled
+    from, and those segments (``sampled``: their tokens, and the end token in the last view)."""
+
+    token_ids: list[int]
+    sampled: list[bool]
+    logprobs: list[float | None]
 
 
 @dataclass
@@ -107,6 +125,7 @@ class Rollout:
     finish_reason: FinishReason | None = None
     error: PolicyError | None = None
     turns: int = 0
+    dropped_results: int = 0  # older result blocks the model now reads in their short form
     generate_s: float = 0.0  # wall time of the batched calls this rollout took part in
     retrieve_s: float = 0.0
     scratch: dict[str, Any] = field(default_factory=dict)  # private to the policy
@@ -180,6 +199,49 @@ class Rollout:
     @property
     def ended(self) -> bool:
         return self.end_token is not None
+
+    def context_ids(self, window: int | None = None) -> list[int]:
+        """What the model reads: the prompt and every segment, the first ``window`` result blocks short
+        (default: ``dropped_results``, i.e. the context of the next turn)."""
+        window = self.dropped_results if window is None else window
+        ids, results = list(self.prompt_ids), 0
+        for s in self.segments:
+            if s.role == "env":
+                short = results < window and s.short_ids is not None
+                ids += s.short_ids if short and s.short_ids is not None else s.token_ids
+                results += 1
+            else:
+                ids += s.token_ids
+        return ids
+
+    def training_views(self) -> list[TrainingView]:
+        """One sequence per window: the context the window's model segments were sampled from, then those
+        segments (sampled); earlier model segments are in the prefix but not sampled there. Without a
+        short result block there is one view: ``token_ids``, ``sampled_mask`` and ``logprobs``."""
+        windows = sorted({s.window for s in self.segments if s.role == "model"}) or [0]
+        views = []
+        for w in windows:
+            model = [i for i, s in enumerate(self.segments) if s.role == "model" and s.window == w]
+            ids, sampled = list(self.prompt_ids), [False] * len(self.prompt_ids)
+            lps: list[float | None] = [None] * len(ids)
+            results = 0
+            for s in self.segments[: model[-1] + 1 if model else 0]:
+                mine = s.role == "model" and s.window == w
+                tokens = s.token_ids
+                if s.role == "env":
+                    tokens = s.short_ids if results < w and s.short_ids is not None else s.token_ids
+                    results += 1
+                ids += tokens
+                sampled += [mine] * len(tokens)
+                lps += s.logprobs if mine else [None] * len(tokens)
+            if w == windows[-1] and self.end_token is not None:
+                ids, sampled, lps = (
+                    [*ids, self.end_token],
+                    [*sampled, self.end_sampled],
+                    [*lps, self.end_logprob],
+                )
+            views.append(TrainingView(ids, sampled, lps))
+        return views
 
     def to_messages(self) -> list[Message]:
         """System, user, then assistant (model text) and tool (result block) messages, in order."""
@@ -350,7 +412,7 @@ class RolloutLoop:
             rollout.end_token = self.end_id
             rollout.finish_reason = "answer"
         text = self.tokenizer.decode(ids, skip_special_tokens=False) if result.token_ids else result.text
-        segment = Segment("model", text, ids, logprobs)
+        segment = Segment("model", text, ids, logprobs, window=rollout.dropped_results)
         rollout.segments.append(segment)
         return segment
 
@@ -358,16 +420,33 @@ class RolloutLoop:
         self, rollouts: list[Rollout], contexts: list[list[int]], searching: list[tuple[int, str | None]]
     ) -> None:
         """One environment call for every rollout searching this turn; result blocks that would leave
-        no room for another model token end their rollout ``context_full`` instead."""
+        no room for another model token end their rollout ``context_full`` instead.
+
+        With ``context.keep_results`` K, a block beyond the K-th whole one turns the oldest whole block
+        short (``context.older``) in the context of every later turn; the prompt, the model's segments
+        and the K latest blocks are never cut."""
+        keep, older = self.config.context.keep_results, self.config.context.older
         outcomes = self.env.search([(rollouts[i].episode, query) for i, query in searching])
         self.stats.searches += len(searching)
         for (i, _), outcome in zip(searching, outcomes, strict=True):
             rollout = rollouts[i]
             block = format_result_block(outcome.hits, status=outcome.status)
             ids = self._encode(block)
-            if self.max_context is not None and len(contexts[i]) + len(ids) + 2 > self.max_context:
+            short = None
+            if keep is not None:
+                short = self._encode(short_result_block(outcome.hits, status=outcome.status, older=older))
+            drop = keep is not None and len(rollout.results) + 1 - rollout.dropped_results > keep
+            length = len(contexts[i]) + len(ids)
+            if drop:
+                oldest = [s for s in rollout.segments if s.role == "env"][rollout.dropped_results]
+                length -= len(oldest.token_ids) - len(oldest.short_ids or oldest.token_ids)
+            if self.max_context is not None and length + 2 > self.max_context:
                 rollout.finish_reason = "context_full"
                 continue
-            rollout.segments.append(Segment("env", block, ids, [None] * len(ids)))
+            rollout.segments.append(Segment("env", block, ids, [None] * len(ids), short_ids=short))
             rollout.results.append(outcome)
-            contexts[i] += ids
+            if drop:
+                rollout.dropped_results += 1
+                contexts[i] = rollout.context_ids()
+            else:
+                contexts[i] += ids
