@@ -68,12 +68,12 @@ def collate(episodes: Sequence[Episode], pad_id: int, device: torch.device) -> B
             torch.zeros((1, 1), device=device),
             torch.zeros(1, device=device),
         )
-    width = max(len(e.rollout.token_ids) for e in episodes)
+    width = max(len(e.token_ids) for e in episodes)
     ids = torch.full((len(episodes), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(episodes), width), dtype=torch.long)
     response = torch.zeros((len(episodes), width - 1))
     for row, episode in enumerate(episodes):
-        tokens = episode.rollout.token_ids
+        tokens = episode.token_ids
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         attention[row, : len(tokens)] = 1
         response[row, : len(tokens) - 1] = torch.tensor(episode.sampled[1:], dtype=torch.float32)
@@ -213,6 +213,10 @@ class Actor:
         log_prob, entropy = response_log_probs(self.policy, batch, self.temperature, with_entropy=True)
         assert entropy is not None
         old = stack_rows([e.old_log_prob for e in chunk], mask)
+        decoupled: dict[str, Any] = {}
+        if algo.policy_loss == "decoupled":  # the rollouts' own log-probs: the behaviour policy
+            behaviour = stack_rows([e.behaviour_log_prob.to(mask.device) for e in chunk], mask)
+            decoupled = {"behaviour_log_prob": behaviour, "behaviour_weight_cap": algo.behaviour_weight_cap}
         pg_loss, pg_metrics = self.loss_fn(
             log_prob,
             old,
@@ -223,6 +227,7 @@ class Actor:
             clip_c=algo.clip_c,
             agg=algo.loss_agg_mode,
             **agg_kw,
+            **decoupled,
         )
         loss, kl_value = pg_loss, 0.0
         if algo.entropy_coef > 0:
@@ -234,6 +239,8 @@ class Actor:
         tokens = float(mask.sum())
         metrics.add("actor/clipfrac", pg_metrics["clipfrac"] * tokens, tokens)
         metrics.add("actor/approx_kl", pg_metrics["approx_kl"] * tokens, tokens)
+        if "behaviour_capped" in pg_metrics:
+            metrics.add("actor/behaviour_capped", pg_metrics["behaviour_capped"] * tokens, tokens)
         metrics.add("actor/entropy", float(entropy.detach().sum()), tokens)
         return loss, float(pg_loss.detach()), kl_value
 

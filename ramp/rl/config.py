@@ -30,11 +30,11 @@ class OverlongConfig(StrictModel):
 
 
 class AlgorithmConfig(StrictModel):
-    adv_estimator: str = "grpo"  # grpo | gae (reads the critic's values: critic.enable)
+    adv_estimator: str = "grpo"  # grpo | group_mean | gae (reads the critic's values: critic.enable)
     adv_eps: float = Field(default=1e-6, gt=0)
     gamma: float = Field(default=1.0, ge=0, le=1)  # gae: discount
     lam: float = Field(default=1.0, ge=0, le=1)  # gae: lambda
-    policy_loss: str = "dapo"
+    policy_loss: str = "dapo"  # dapo | decoupled (asynchronous RL: weighted by pi_prox / pi_behav)
     loss_agg_mode: AggMode = "token-mean"
     clip_low: float = Field(default=0.2, ge=0, lt=1)
     clip_high: float = Field(default=0.28, ge=0)
@@ -43,6 +43,7 @@ class AlgorithmConfig(StrictModel):
     kl_penalty: str = "low_var_kl"  # the KL estimator of the loss term and of the reward term
     kl_in_reward: float = Field(default=0.0, ge=0)  # > 0: minus this × KL per sampled token in the reward
     entropy_coef: float = Field(default=0.0, ge=0)
+    behaviour_weight_cap: float = Field(default=5.0, gt=1)  # policy_loss decoupled: pi_prox/pi_behav cap
     filter_groups: bool = True  # dynamic sampling
     filter_metric: Literal["answer", "total", "format"] = "answer"  # the score before shaping
     max_num_gen_batches: int = Field(default=10, ge=0)  # 0: unlimited
@@ -73,6 +74,9 @@ class RLDataConfig(StrictModel):
 
 
 class TrainerConfig(StrictModel):
+    mode: Literal["sync", "async"] = "sync"  # async: a rollout thread fills a queue while the trainer updates
+    max_staleness: int = Field(default=4, ge=0)  # async: episodes more versions behind are dropped
+    queue_size: int = Field(default=2, ge=1)  # async: generation batches waiting for the trainer
     total_steps: int = Field(default=200, ge=1)
     train_batch_size: int = Field(default=32, ge=1)  # prompt groups per step (after filtering)
     gen_batch_size: int = Field(default=48, ge=1)  # prompts per generation batch
@@ -133,6 +137,15 @@ class RLConfig(StrictModel):
             raise ValueError(
                 "algorithm.filter_groups keeps groups whose scores differ: it needs rollout.n >= 2 "
                 "(or set algorithm.filter_groups=false)"
+            )
+        if algo.policy_loss == "decoupled" and not self.rollout.logprobs:
+            raise ValueError(
+                "algorithm.policy_loss 'decoupled' reads the rollouts' log-probs: rollout.logprobs"
+            )
+        if self.rollout.context.keep_results is not None and needs_critic(algo.adv_estimator):
+            raise ValueError(
+                "rollout.context.keep_results trains a rollout as several sequences: use an outcome "
+                "estimator (grpo, group_mean), not a critic's"
             )
         if self.rollout.temperature <= 0:
             raise ValueError("rollout.temperature must be > 0 for RL (greedy groups have no spread)")

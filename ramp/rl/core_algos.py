@@ -82,6 +82,25 @@ def grpo_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], eps: f
     return out
 
 
+@_register(ADV_ESTIMATORS, "group_mean")
+def group_mean_advantages(
+    rewards: torch.Tensor, group_ids: Sequence[Hashable], eps: float = 1e-6
+) -> torch.Tensor:
+    """r - group mean, not divided by the group's std (AReaL's ``group_adv_norm: false``, as ASearcher
+    trains; a group of one gets 0). ``eps`` is unused: the outcome estimators share one signature."""
+    if rewards.dim() != 1 or len(group_ids) != rewards.shape[0]:
+        raise ValueError(f"rewards must be [B] with one group id each; got {tuple(rewards.shape)}")
+    scores = rewards.detach().to(torch.float32)
+    out = torch.empty_like(scores)
+    members: dict[Hashable, list[int]] = {}
+    for i, gid in enumerate(group_ids):
+        members.setdefault(gid, []).append(i)
+    for rows in members.values():
+        index = torch.tensor(rows, dtype=torch.long)
+        out[index] = scores[index] - scores[index].mean()
+    return out
+
+
 SumOverRanks = Callable[[list[float]], list[float]]
 
 
@@ -224,6 +243,41 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def clipped_surrogate(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    clip_c: float | None,
+    log_ratio_clamp: float = 20.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The per-token clipped loss of :func:`policy_loss` (``[B, T]``) and its per-token indicators."""
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]
+    advantages = advantages.expand_as(log_prob)
+    log_ratio = (log_prob - old_log_prob).clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss1 = torch.maximum(unclipped, clipped)
+    clipped_taken = (clipped > unclipped).to(log_prob.dtype)
+    if clip_c is not None:
+        if clip_c <= 1.0:
+            raise ValueError(f"clip_c must exceed 1 for the dual clip, got {clip_c}")
+        dual = -advantages * clip_c
+        loss = torch.where(advantages < 0, torch.minimum(loss1, dual), loss1)
+        dual_taken = ((loss1 > dual) & (advantages < 0)).to(log_prob.dtype)
+    else:
+        loss, dual_taken = loss1, torch.zeros_like(loss1)
+    return loss, {
+        "clipfrac": clipped_taken,
+        "clipfrac_dual": dual_taken,
+        "approx_kl": -log_ratio,
+        "ratio_mean": ratio,
+    }
+
+
 @_register(POLICY_LOSSES, "dapo")
 def policy_loss(
     log_prob: torch.Tensor,
@@ -247,32 +301,51 @@ def policy_loss(
     ``clipfrac_dual`` (tokens held by the dual clip), ``approx_kl`` (mean of old - new log-prob),
     ``ratio_mean``.
     """
-    if advantages.dim() == 1:
-        advantages = advantages[:, None]
-    advantages = advantages.expand_as(log_prob)
-    mask = response_mask.to(log_prob.dtype)
-    log_ratio = (log_prob - old_log_prob).clamp(-log_ratio_clamp, log_ratio_clamp)
-    ratio = torch.exp(log_ratio)
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss1 = torch.maximum(unclipped, clipped)
-    clipped_taken = (clipped > unclipped).to(log_prob.dtype)
-    if clip_c is not None:
-        if clip_c <= 1.0:
-            raise ValueError(f"clip_c must exceed 1 for the dual clip, got {clip_c}")
-        dual = -advantages * clip_c
-        loss = torch.where(advantages < 0, torch.minimum(loss1, dual), loss1)
-        dual_taken = ((loss1 > dual) & (advantages < 0)).to(log_prob.dtype)
-    else:
-        loss, dual_taken = loss1, torch.zeros_like(loss1)
-    value = aggregate(loss, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs)
+    loss, per_token = clipped_surrogate(
+        log_prob, old_log_prob, advantages, clip_low, clip_high, clip_c, log_ratio_clamp
+    )
+    value = aggregate(loss, response_mask, agg, global_tokens=global_tokens, global_seqs=global_seqs)
     with torch.no_grad():
-        metrics = {
-            "clipfrac": float(masked_mean(clipped_taken, mask)),
-            "clipfrac_dual": float(masked_mean(dual_taken, mask)),
-            "approx_kl": float(masked_mean(-log_ratio, mask)),
-            "ratio_mean": float(masked_mean(ratio, mask)),
-        }
+        mask = response_mask.to(log_prob.dtype)
+        metrics = {name: float(masked_mean(t, mask)) for name, t in per_token.items()}
+    return value, metrics
+
+
+@_register(POLICY_LOSSES, "decoupled")
+def decoupled_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    clip_c: float | None = 3.0,
+    agg: str = "token-mean",
+    *,
+    behaviour_log_prob: torch.Tensor,
+    behaviour_weight_cap: float = 5.0,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+    log_ratio_clamp: float = 20.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The decoupled PPO objective of asynchronous RL (AReaL, as ASearcher trains): the clipped surrogate
+    against the proximal policy (``old_log_prob``: the policy before this update, recomputed), each token
+    weighted by pi_prox / pi_behav (``behaviour_log_prob``: what the rollout recorded when it sampled,
+    possibly several versions older). Tokens whose weight exceeds ``behaviour_weight_cap`` get no loss;
+    the denominators still count them. Extra metric: ``behaviour_capped``, their share."""
+    loss, per_token = clipped_surrogate(
+        log_prob, old_log_prob, advantages, clip_low, clip_high, clip_c, log_ratio_clamp
+    )
+    log_weight = (old_log_prob - behaviour_log_prob).detach().clamp(-log_ratio_clamp, log_ratio_clamp)
+    weight = torch.exp(log_weight)
+    capped = (weight > behaviour_weight_cap).to(log_prob.dtype)
+    value = aggregate(
+        loss * weight * (1 - capped), response_mask, agg, global_tokens=global_tokens, global_seqs=global_seqs
+    )
+    with torch.no_grad():
+        mask = response_mask.to(log_prob.dtype)
+        metrics = {name: float(masked_mean(t, mask)) for name, t in per_token.items()}
+        metrics["behaviour_capped"] = float(masked_mean(capped, mask))
     return value, metrics
 
 

@@ -3,20 +3,24 @@
 A rollout's token masks are read in one place (:func:`sampled_tokens`): only tokens the policy sampled
 carry log-probs and loss, never the prompt, retrieved result blocks or the end-of-turn token the loop
 appends after ``</answer>``.
+
+A rollout whose older result blocks went short (``rollout.context``) trains as several sequences, one per
+context its turns were sampled from (:func:`split_views`): the episodes share the rollout, its score and
+its advantage, and each carries its own tokens, sampled mask and behaviour log-probs.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
 from ramp.agent.parser import parse_mask_fills
-from ramp.agent.rollout import Rollout
+from ramp.agent.rollout import Rollout, TrainingView
 from ramp.agent.task import Task, task_from_qa, task_from_sample
 from ramp.data.samples import Sample
 from ramp.metrics import normalize_answer
@@ -51,6 +55,19 @@ class Episode:
     values: torch.Tensor | None = field(default=None, repr=False)  # the critic's, before its update
     token_advantages: torch.Tensor | None = field(default=None, repr=False)  # critic estimators (gae)
     returns: torch.Tensor | None = field(default=None, repr=False)  # the critic's targets
+    view: TrainingView | None = field(default=None, repr=False)  # None: the whole rollout is the sequence
+    view_index: int = 0  # which of the rollout's training sequences
+    version: int = 0  # the policy version (updates applied) whose weights sampled it
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.view.token_ids if self.view is not None else self.rollout.token_ids
+
+    @property
+    def behaviour_log_prob(self) -> torch.Tensor:
+        """Per position t of [tokens - 1], the rollout's recorded log-prob of token t+1 (0 where none)."""
+        logprobs = self.view.logprobs if self.view is not None else self.rollout.logprobs
+        return torch.tensor([lp if lp is not None else 0.0 for lp in logprobs[1:]], dtype=torch.float32)
 
     @property
     def num_sampled(self) -> int:
@@ -106,6 +123,20 @@ def score_rollouts(rollouts: Sequence[Rollout], group_suffix: str, config: RLCon
             )
         )
     return episodes
+
+
+def split_views(episodes: Sequence[Episode]) -> list[Episode]:
+    """Every episode as its training sequences: itself when its rollout read every result whole, else
+    one episode per :meth:`~ramp.agent.rollout.Rollout.training_views` view (each turn's tokens sampled
+    in exactly one)."""
+    out: list[Episode] = []
+    for e in episodes:
+        if e.rollout.dropped_results == 0:
+            out.append(e)
+            continue
+        for index, view in enumerate(e.rollout.training_views()):
+            out.append(replace(e, view=view, view_index=index, sampled=view.sampled))
+    return out
 
 
 def answer_words(episode: Episode) -> float:

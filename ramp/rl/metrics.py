@@ -37,6 +37,8 @@ METRICS: dict[str, Reduce] = {
     "response/sampled_tokens": Reduce.EPISODE_MEAN,
     "response/searches": Reduce.EPISODE_MEAN,
     "response/answer_words": Reduce.EPISODE_MEAN,
+    "response/turns": Reduce.EPISODE_MEAN,
+    "response/dropped_results": Reduce.EPISODE_MEAN,  # older result blocks read short (rollout.context)
     "response/answer_words_k{k}": Reduce.EPISODE_MEAN,
     "count/k{k}": Reduce.SUM,
     "train/episodes": Reduce.SUM,
@@ -46,6 +48,7 @@ METRICS: dict[str, Reduce] = {
     "actor/kl": Reduce.UPDATE_MEAN,
     "actor/clipfrac": Reduce.TOKEN_MEAN,
     "actor/approx_kl": Reduce.TOKEN_MEAN,
+    "actor/behaviour_capped": Reduce.TOKEN_MEAN,  # decoupled loss: tokens past the behaviour weight cap
     "actor/entropy": Reduce.TOKEN_MEAN,
     "actor/grad_norm": Reduce.LOCAL,
     "actor/lr": Reduce.LOCAL,
@@ -55,6 +58,10 @@ METRICS: dict[str, Reduce] = {
     "critic/values_mean": Reduce.TOKEN_MEAN,
     "critic/grad_norm": Reduce.LOCAL,
     "critic/lr": Reduce.LOCAL,
+    "async/staleness": Reduce.EPISODE_MEAN,  # trainer version - the sampling policy's, trained episodes
+    "async/dropped_stale": Reduce.SUM,  # episodes past trainer.max_staleness, never trained
+    "async/policy_version": Reduce.LOCAL,
+    "async/wait_s": Reduce.RANK_MEAN,  # the trainer waiting for episodes
     "curriculum/stage": Reduce.LOCAL,
     "curriculum/advanced": Reduce.LOCAL,
     "search/noise_probability": Reduce.LOCAL,  # a simulated search engine's noise curriculum
@@ -87,6 +94,11 @@ class StepMetrics:
         reduction(name)
         self.sums[name] = self.sums.get(name, 0.0) + float(value)
         self.weights[name] = self.weights.get(name, 0.0) + float(weight)
+
+    def merge(self, other: StepMetrics) -> None:
+        """Add ``other``'s sums and weights (e.g. a generation batch's, produced on another thread)."""
+        for name, value in other.sums.items():
+            self.add(name, value, other.weights[name])
 
     def reduce(self, dist_info: Dist) -> dict[str, float]:
         """Every metric reduced as declared; means with no weight anywhere (no episode of some k) are left

@@ -20,7 +20,7 @@ from ramp.rl.config import RLConfig
 from ramp.rl.core_algos import fill_train_batch
 from ramp.rl.curriculum import MaskCurriculum
 from ramp.rl.distributed import Dist
-from ramp.rl.episodes import Episode, answer_words, score_rollouts
+from ramp.rl.episodes import Episode, answer_words, score_rollouts, split_views
 from ramp.rl.metrics import StepMetrics
 from ramp.seeding import stable_seed
 
@@ -62,7 +62,8 @@ class RolloutWorker:
 
     def generate(self, step: int, metrics: StepMetrics) -> list[Episode]:
         """Rollouts, rewards and dynamic sampling for step ``step`` (0-based): this rank's share of the kept
-        episodes (whole groups). Metrics of every generated episode and the timings go to ``metrics``."""
+        episodes (whole groups), as training sequences (:func:`~ramp.rl.episodes.split_views`). Metrics of
+        every generated episode and the timings go to ``metrics``."""
         algo, tcfg = self.config.algorithm, self.config.trainer
         follow_schedule = getattr(self.env.retriever, "set_step", None)  # e.g. a simulated engine's noise
         if follow_schedule is not None:
@@ -70,7 +71,7 @@ class RolloutWorker:
         generated: list[Episode] = []
 
         def generate_batch(batch_number: int) -> list[Episode]:
-            episodes = self._generate_batch(step, batch_number, metrics)
+            episodes = self.generate_batch(step, batch_number, metrics)
             generated.extend(episodes)
             return episodes
 
@@ -88,9 +89,10 @@ class RolloutWorker:
         kept = trim_to_quota(kept, tcfg.train_batch_size, self.dist)
         add_episode_metrics(metrics, generated, kept, self.config)
         metrics.add("train/gen_batches", gen_batches)
-        return kept
+        return split_views(kept)
 
-    def _generate_batch(self, step: int, batch_number: int, metrics: StepMetrics) -> list[Episode]:
+    def generate_batch(self, step: int, batch_number: int, metrics: StepMetrics) -> list[Episode]:
+        """One generation batch of scored episodes (whole groups), seeded from (step, batch_number)."""
         drawn = self.curriculum.sample(self.config.trainer.gen_batch_size)  # the same draw on every rank
         mine = drawn[self.dist.rank :: self.dist.world]
         seed = stable_seed(self.config.trainer.seed, "rollout", step, batch_number) % 2**31
@@ -135,6 +137,8 @@ def add_episode_metrics(
         ("reward/score", lambda e: e.score),
         ("response/sampled_tokens", lambda e: float(e.num_sampled)),
         ("response/searches", lambda e: float(len(e.rollout.queries))),
+        ("response/turns", lambda e: float(e.rollout.turns)),
+        ("response/dropped_results", lambda e: float(e.rollout.dropped_results)),
         ("response/answer_words", answer_words),
         ("health/truncated_share", lambda e: float(e.truncated)),
     ):

@@ -4,7 +4,9 @@ rollouts (rewards, dynamic sampling) → log-probs before the update (old, refer
 health check → PPO-style updates → new weights into the rollout engine → metrics, curriculum, checkpoint.
 
 Roles: :class:`~ramp.rl.actor.Actor` (policy, optimizer, reference),
-:class:`~ramp.rl.rollout.RolloutWorker` (engine, retriever, rewards, dynamic sampling) and, for estimators
+:class:`~ramp.rl.rollout.RolloutWorker` (engine, retriever, rewards, dynamic sampling; with
+``trainer.mode: async`` inside :class:`~ramp.rl.async_rollout.AsyncRollout`, a producer thread whose
+episodes may be up to ``trainer.max_staleness`` versions old) and, for estimators
 that read values (``gae``: PPO as Search-R1 runs it), :class:`~ramp.rl.critic.Critic` (the value model).
 The advantage estimator is chosen by name (``algorithm.adv_estimator``, :mod:`ramp.rl.core_algos`): an
 outcome estimator (``grpo``) gives each episode one advantage from the scores of its group; a critic
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 
 from ramp.rl.actor import Actor, stack_rows
+from ramp.rl.async_rollout import AsyncRollout
 from ramp.rl.checkpoint import (
     CHECKPOINT,
     HISTORY,
@@ -68,7 +71,10 @@ class RLTrainer:
         self.actor = Actor(config, self.dist)
         self.critic = Critic(config, self.dist, self.actor.pad_id) if config.critic.enable else None
         self.curriculum = build_curriculum(load_tasks(config), config)
-        self.rollout = RolloutWorker(config, self.dist, self.actor.tokenizer, self.curriculum)
+        worker = RolloutWorker(config, self.dist, self.actor.tokenizer, self.curriculum)
+        self.rollout: RolloutWorker | AsyncRollout = (
+            AsyncRollout(worker, config) if tcfg.mode == "async" else worker
+        )
         self.compute_advantages = get_adv_estimator(config.algorithm.adv_estimator)
         self.health = HealthMonitor(tcfg.health, self._last_good)
         self.start_step = self.saved_step = 0
@@ -132,13 +138,7 @@ class RLTrainer:
             if self.config.algorithm.kl_in_reward > 0:
                 metrics.add("actor/reward_kl", kl, tokens)
             return
-        if not episodes:
-            return
-        scores = torch.tensor([e.score for e in episodes])
-        groups = [e.group_id for e in episodes]
-        advantages = self.compute_advantages(scores, groups, eps=self.config.algorithm.adv_eps)
-        for episode, advantage in zip(episodes, advantages.tolist(), strict=True):
-            episode.advantage = advantage
+        assign_outcome_advantages(episodes, self.compute_advantages, self.config.algorithm.adv_eps)
 
     def _end_step(self, step: int, metrics: StepMetrics, began: float, mlflow: Any) -> dict[str, float]:
         for name, value in self.health.end_step().items():
@@ -205,6 +205,19 @@ class RLTrainer:
             mlflow.log_artifact(str(self.out / "reward_curve.png"))
 
 
+def assign_outcome_advantages(episodes: Sequence[Episode], estimator: Callable[..., Any], eps: float) -> None:
+    """One advantage per rollout from the scores of its group (a rollout split into several training
+    sequences counts once), given to each of its sequences."""
+    firsts = [e for e in episodes if e.view_index == 0]
+    if not firsts:
+        return
+    scores = torch.tensor([e.score for e in firsts])
+    advantages = estimator(scores, [e.group_id for e in firsts], eps=eps).tolist()
+    by_rollout = {id(e.rollout): a for e, a in zip(firsts, advantages, strict=True)}
+    for episode in episodes:
+        episode.advantage = by_rollout[id(episode.rollout)]
+
+
 def assign_token_advantages(
     episodes: Sequence[Episode], config: RLConfig, sum_over_ranks: SumOverRanks
 ) -> tuple[float, float]:
@@ -213,7 +226,7 @@ def assign_token_advantages(
     sampled token) and the critic's values. Every rank takes part in the whitening's sums, with or without
     episodes. Returns the KL summed over sampled tokens and their count."""
     algo = config.algorithm
-    width = max([len(e.rollout.token_ids) - 1 for e in episodes] + [1])
+    width = max([len(e.token_ids) - 1 for e in episodes] + [1])
     like = torch.zeros((len(episodes), width))
     mask = stack_rows([torch.tensor(e.sampled[1:], dtype=torch.float32) for e in episodes], like)
     rewards = outcome_token_rewards(torch.tensor([e.score for e in episodes]), mask)
@@ -228,7 +241,7 @@ def assign_token_advantages(
         rewards, values, mask, algo.gamma, algo.lam, sum_over_ranks=sum_over_ranks
     )
     for row, episode in enumerate(episodes):
-        positions = len(episode.rollout.token_ids) - 1
+        positions = len(episode.token_ids) - 1
         episode.token_advantages = advantages[row, :positions]
         episode.returns = returns[row, :positions]
     return float(kl.sum()), float(mask.sum())
