@@ -141,6 +141,7 @@ RECIPE_MODELS = {
             "r1-searcher",
             "r1-searcher-pp",
             "simpledeepsearcher",
+            "asearcher",
         )
     },
 }

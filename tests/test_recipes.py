@@ -23,6 +23,7 @@ EXPECTED = {
     "r1-searcher": ["qa_rl", "qa_rl"],
     "r1-searcher-pp": ["qa_sft", "qa_rl"],
     "simpledeepsearcher": ["curated_sft"],
+    "asearcher": ["qa_rl"],
 }
 
 
@@ -57,6 +58,18 @@ def test_recipes_select_their_mechanisms():
     assert curate is not None and curate.limit == 871
     dapo = load_recipe("masksearch").stages[1].config()
     assert isinstance(dapo, RLConfig) and dapo.curriculum.mode == "staged"
+
+
+def test_asearcher_selects_async_long_horizon_rl():
+    rl = load_recipe("asearcher").stages[0].config()
+    assert isinstance(rl, RLConfig)
+    assert (rl.trainer.mode, rl.trainer.max_staleness, rl.algorithm.policy_loss) == ("async", 4, "decoupled")
+    assert rl.rollout.max_turns >= 32 and rl.rollout.context.keep_results == 8
+    assert (rl.algorithm.adv_estimator, rl.reward.metric, rl.reward.format_weight) == (
+        "group_mean",
+        "f1",
+        0.0,
+    )
 
 
 def test_runner_overrides_apply_after_the_settings():
