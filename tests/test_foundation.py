@@ -120,6 +120,7 @@ RECIPE_MODELS = {
     "prompts": "ramp.prompts:PromptTemplates",
     "cot_prompts": "ramp.cot.roles:RoleTemplates",
     "rl": "ramp.rl.config:RLConfig",
+    "dpo": "ramp.rl.dpo:DPOConfig",
     "eval": "ramp.qa.config:EvalConfig",
     "pretrain": "ramp.train.config:PretrainConfig",
     "sim": "ramp.data.sim_pairs:SimSettings",
@@ -142,6 +143,9 @@ RECIPE_MODELS = {
             "r1-searcher-pp",
             "simpledeepsearcher",
             "asearcher",
+            "zerosearch",
+            "webdancer",
+            "acesearcher",
         )
     },
 }

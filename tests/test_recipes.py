@@ -12,6 +12,7 @@ from ramp.config import ConfigError
 from ramp.cot.curate import CurateConfig
 from ramp.recipes import RECIPES_DIR, load_recipe, recipe_names
 from ramp.rl.config import RLConfig
+from ramp.rl.dpo import DPOConfig
 from ramp.train.config import PretrainConfig
 
 EXPECTED = {
@@ -24,6 +25,9 @@ EXPECTED = {
     "r1-searcher-pp": ["qa_sft", "qa_rl"],
     "simpledeepsearcher": ["curated_sft"],
     "asearcher": ["qa_rl"],
+    "zerosearch": ["simulator", "qa_rl"],
+    "webdancer": ["qa_sft", "qa_rl"],
+    "acesearcher": ["decompose_sft", "dpo"],
 }
 
 
@@ -35,7 +39,8 @@ def test_every_recipe_loads_and_validates():
         assert [s.kind for s in recipe.stages] == kinds
         for stage in recipe.stages:
             config = stage.config()
-            assert isinstance(config, RLConfig if stage.kind in ("dapo", "qa_rl") else PretrainConfig)
+            expected = {"dapo": RLConfig, "qa_rl": RLConfig, "dpo": DPOConfig}.get(stage.kind, PretrainConfig)
+            assert isinstance(config, expected)
             assert isinstance(stage.curate(), CurateConfig) == (stage.kind == "curated_sft")
             if isinstance(config, RLConfig):  # RL stages say their task
                 assert config.data.task == ("ramp" if stage.kind == "dapo" else "qa")

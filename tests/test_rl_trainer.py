@@ -24,7 +24,7 @@ from ramp.data.samples import Sample
 from ramp.retrieval.config import build_retriever
 from ramp.retrieval.env import SearchEnv
 from ramp.rl.actor import collate
-from ramp.rl.config import RLConfig
+from ramp.rl.config import PolicyConfig, RLConfig
 from ramp.rl.distributed import Dist
 from ramp.rl.episodes import load_tasks, score_rollouts
 from ramp.rl.rollout import build_rollout_backend
@@ -267,7 +267,7 @@ def nan_in_update(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     overflow would; rollouts (the engine's copy) and old log-probs (no gradients) are untouched."""
     load = actor_module.load_policy
 
-    def load_with_fault(config: RLConfig, device: torch.device) -> tuple[Any, Any]:
+    def load_with_fault(config: PolicyConfig, device: torch.device) -> tuple[Any, Any]:
         model, tokenizer = load(config, device)
         calls: list[int] = []
 

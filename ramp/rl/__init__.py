@@ -1,11 +1,13 @@
 """Reinforcement learning (DAPO/GRPO, and PPO with a value model): the trainer (:mod:`ramp.rl.trainer`, with
 its actor, critic, rollout worker, metric reductions and checkpoints), the formulas
-(:mod:`ramp.rl.core_algos`), the mask-count curriculum and the verl export. ``ramp.finetune.dapo`` is the
+(:mod:`ramp.rl.core_algos`), the mask-count curriculum, iterative DPO of a decomposer
+(:mod:`ramp.rl.dpo`) and the verl export. ``ramp.finetune.dapo`` is the
 entry point."""
 
 from ramp.rl.core_algos import (
     DynamicSamplingExhausted,
     aggregate,
+    dpo_loss,
     fill_train_batch,
     gae_advantages,
     groups_with_spread,
@@ -20,6 +22,7 @@ __all__ = [
     "DynamicSamplingExhausted",
     "MaskCurriculum",
     "aggregate",
+    "dpo_loss",
     "fill_train_batch",
     "gae_advantages",
     "groups_with_spread",

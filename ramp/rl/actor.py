@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ramp.rl.config import RLConfig
+from ramp.rl.config import PolicyConfig, RLConfig
 from ramp.rl.core_algos import aggregate, entropy_from_logits, get_kl_penalty, get_policy_loss
 from ramp.rl.distributed import Dist, full_state_dict, micro_batches, shard, split
 from ramp.rl.episodes import Episode
@@ -38,15 +38,15 @@ from ramp.train.health import HealthMonitor
 FULL = StateDictOptions(full_state_dict=True)
 
 
-def load_policy(config: RLConfig, device: torch.device) -> tuple[Any, Any]:
+def load_policy(config: PolicyConfig, device: torch.device) -> tuple[Any, Any]:
     """The HF policy (train mode, no KV cache) and its tokenizer."""
-    if not config.policy.model:
+    if not config.model:
         raise ValueError("policy.model is empty: give an HF checkpoint directory")
-    dtype = torch.bfloat16 if config.policy.dtype == "bfloat16" else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(config.policy.model)
-    model: Any = AutoModelForCausalLM.from_pretrained(config.policy.model, dtype=dtype)
+    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    model: Any = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
     model.to(device)
-    if config.policy.gradient_checkpointing:
+    if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
     return model.train(), tokenizer
@@ -130,10 +130,10 @@ class Actor:
         algo, tcfg = config.algorithm, config.trainer
         self.algo, self.tcfg, self.dist = algo, tcfg, dist_info
         self.temperature = config.rollout.temperature
-        self.policy, self.tokenizer = load_policy(config, dist_info.device)
+        self.policy, self.tokenizer = load_policy(config.policy, dist_info.device)
         self.reference = None
         if algo.kl_coef > 0 or algo.kl_in_reward > 0:
-            self.reference, _ = load_policy(config, dist_info.device)
+            self.reference, _ = load_policy(config.policy, dist_info.device)
             self.reference.eval().requires_grad_(False)
         if dist_info.world > 1:
             self.policy = shard(self.policy)

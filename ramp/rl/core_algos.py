@@ -1,7 +1,7 @@
 """The RL formulas as pure torch functions, registered by name and selected from config (as verl's
 ``core_algos``): group advantages (``grpo``) and GAE over a value model's values (``gae``), masked
 whitening, the clipped policy and value losses and their aggregation modes, the KL penalty, overlong
-reward shaping and the dynamic-sampling group filter.
+reward shaping, the dynamic-sampling group filter and the DPO loss on preference pairs.
 
 Shapes: ``[B, T]`` per-token tensors over the response positions (``response_mask`` 1 on tokens the
 policy sampled: the loss never touches prompt, retrieved or appended tokens), ``[B]`` per sequence.
@@ -360,6 +360,32 @@ def low_var_kl(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tens
 def plain_kl(log_prob: torch.Tensor, ref_log_prob: torch.Tensor) -> torch.Tensor:
     """Per-token k1 estimator: pi - ref."""
     return log_prob - ref_log_prob
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPO (Rafailov et al.) over ``[B]`` pairs of summed response log-probs: the batch mean of
+    ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``. Metrics: the implicit rewards
+    ``beta * (pi - ref)`` of chosen and rejected (means), their mean margin and the share of pairs whose
+    chosen reward is higher (``reward_accuracy``)."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    chosen = beta * (policy_chosen_logps - reference_chosen_logps)
+    rejected = beta * (policy_rejected_logps - reference_rejected_logps)
+    margins = chosen - rejected
+    loss = -torch.nn.functional.logsigmoid(margins).mean()
+    metrics = {
+        "rewards_chosen": float(chosen.detach().mean()),
+        "rewards_rejected": float(rejected.detach().mean()),
+        "reward_margin": float(margins.detach().mean()),
+        "reward_accuracy": float((margins.detach() > 0).float().mean()),
+    }
+    return loss, metrics
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
