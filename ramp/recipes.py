@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from ramp.cot.curate import CurateConfig
 from ramp.data.sim_pairs import PrepareConfig as SimPairsConfig
 from ramp.rl.config import RLConfig
 from ramp.rl.dpo import DPOConfig
+from ramp.stages import Stage, StageRunner
 from ramp.train.config import PretrainConfig
 
 RECIPES_DIR = CONFIG_DIR / "recipes"
@@ -225,7 +227,7 @@ class RecipeRun:
     stages: tuple[StageRun, ...]
 
 
-MARKER = "stage.json"
+STATE_DIR = ".stages"  # the stages' markers (ramp.stages), under the recipe's workdir
 
 
 def run_recipe(
@@ -239,29 +241,33 @@ def run_recipe(
 ) -> RecipeRun:
     """Run ``recipe``'s stages in order from the HF checkpoint ``start``, each in ``workdir/<n>-<name>``
     from the previous stage's policy; ``overrides[stage name]`` are ``key=value`` sets after the recipe's
-    settings and the runner's paths (e.g. a CI size). A stage that finished before with the same resolved
-    config (its ``stage.json``) is skipped. Seeds, paths and MLflow (``tracking_uri``) are the runner's."""
+    settings and the runner's paths (e.g. a CI size). Each stage is a :mod:`ramp.stages` stage (marker
+    ``workdir/.stages/<n>-<name>.json``): done when its resolved config and its inputs' content (the
+    policy it starts from, the data it reads) are unchanged. Seeds, paths and MLflow are the runner's."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     root, policy, simulator = Path(workdir), Path(start), None
+    runner = StageRunner(root / STATE_DIR, echo=lambda line: None)
     runs = []
     for n, stage in enumerate(recipe.stages):
         out = root / f"{n}-{stage.name}"
         sets = list((overrides or {}).get(stage.name, ()))
         config, extra = _stage_config(stage, out, policy, simulator, data, sets, seed, tracking_uri)
-        fingerprint = json.dumps(
-            {"config": config.model_dump(mode="json"), "extra": extra, "input": str(policy)}, sort_keys=True
+        reads = [Path(v) for v in data.model_dump().values() if v and Path(v).exists()]
+        outcome = runner.run_one(
+            Stage(
+                out.name,
+                partial(_run_stage, stage, config, out, policy, data, sets),
+                settings={"config": config, "extra": extra},
+                inputs=(policy, *([simulator] if simulator else []), *reads),
+                outputs=(out,),
+                command=f"recipe {recipe.name}, stage {stage.name} ({stage.kind})",
+            )
         )
-        done = out / MARKER
-        ran = not (done.is_file() and done.read_text(encoding="utf-8") == fingerprint)
-        if ran:
-            done.unlink(missing_ok=True)
-            _run_stage(stage, config, out, policy, data, sets)
-            done.write_text(fingerprint, encoding="utf-8")
         if stage.kind == "simulator":
             simulator = out / "policy"
         else:
             policy = out / "policy"
-        runs.append(StageRun(stage.name, stage.kind, out, policy, ran))
+        runs.append(StageRun(stage.name, stage.kind, out, policy, outcome.status == "ran"))
     return RecipeRun(recipe.name, recipe.inference, policy, tuple(runs))
 
 

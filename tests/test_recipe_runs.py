@@ -22,7 +22,7 @@ from ramp.agent.task import task_from_qa
 from ramp.cot.trajectories import Trajectory
 from ramp.data.synthesis import SynthesisSettings
 from ramp.prompts import PromptTemplates
-from ramp.recipes import RecipeData, load_recipe, run_recipe
+from ramp.recipes import STATE_DIR, RecipeData, StageRun, load_recipe, run_recipe
 from ramp.retrieval.env import SearchConfig, SearchEnv
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.rl.curriculum import noise_probability
@@ -145,6 +145,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "data": data, "init": root / "init", "uri": f"sqlite:///{root / 'mlflow.db'}"}
 
 
+def _stage_config(stage: StageRun) -> dict[str, Any]:
+    """The resolved config a recipe stage ran with (its ``ramp.stages`` marker)."""
+    marker = stage.output.parent / STATE_DIR / f"{stage.output.name}.json"
+    config: dict[str, Any] = json.loads(marker.read_text())["settings"]["config"]
+    return config
+
+
 def _history(directory: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
 
@@ -179,7 +186,7 @@ def test_zerosearch_trains_against_its_simulator_and_answers_from_the_real_index
     stats = json.loads((simulator.output / "pairs" / "stats.json").read_text())
     assert (stats["pairs_useful"], stats["pairs_noisy"]) == (8, 8)  # per question, from real searches
     assert (simulator.output / "policy" / "sim-documents.jsonl").is_file()  # the leak guard's documents
-    config = json.loads((grpo.output / "stage.json").read_text())["config"]
+    config = _stage_config(grpo)
     assert config["retriever"]["kind"] == "simulated"
     assert config["retriever"]["simulator"]["model"] == str(simulator.output / "policy")
     logged = [h["search/noise_probability"] for h in _history(grpo.output)]
@@ -221,7 +228,7 @@ def test_webdancer_cold_starts_on_synthesized_questions_then_runs_dapo_on_them(
     cold, dapo = run.stages
     manifest = json.loads((cold.output / "shards" / "manifest.json").read_text())
     assert manifest["packed"] == 2  # the two synthesized questions' trajectories
-    config = json.loads((dapo.output / "stage.json").read_text())["config"]
+    config = _stage_config(dapo)
     assert config["data"]["qa"] == world["data"].synthesized and config["policy"]["model"] == str(cold.policy)
     assert config["algorithm"]["clip_high"] == 0.28 and config["reward"]["metric"] == "f1"
     assert len(_history(dapo.output)) == 2 and _changed(cold.policy, dapo.policy)
@@ -290,7 +297,7 @@ def test_acesearcher_sft_then_iterative_dpo(world: dict[str, Any], tmp_path: Pat
     assert len(conversations) == 2 * len(QUERIES)  # a decomposer and a solver conversation per trajectory
     decomposer = next(c for c in conversations if c.sample_id == "q1/decomposer")
     assert decomposer.messages[-1]["content"] == "1. Velmora Works headquarters"
-    config = json.loads((dpo.output / "stage.json").read_text())["config"]
+    config = _stage_config(dpo)
     assert config["policy"]["model"] == str(sft.policy) and config["data"]["qa"] == world["data"].qa
     assert [h["round"] for h in _history(dpo.output)] == [1.0, 2.0]
     # From a solver that answers from its documents, sampled decompositions give answers that differ:
