@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ramp.cli.cot import cot_command
 from ramp.cli.logs import beam_logs
 from ramp.cli.options import (
     BEAM_COMMAND,
@@ -20,6 +21,12 @@ from ramp.cli.options import (
     beam_args,
     load_with_retriever,
 )
+from ramp.data.answerability import format_answerability_stats
+from ramp.data.audit import audit, format_audit, write_audit
+from ramp.data.stats import format_stats, load_stats
+from ramp.pipelines.answerability import run_answerability
+from ramp.pipelines.ramp_data import load_data_config, run_build
+from ramp.retrieval.config import RetrievalSettings
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -44,9 +51,6 @@ def build_command(
     """Build masked samples. Beam options may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if fmt is not None and fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    from ramp.data.stats import format_stats
-    from ramp.pipelines.ramp_data import load_data_config, run_build
-
     cfg = load_data_config(config, fmt, overrides or [])
     with beam_logs(output, "data-build", verbose):
         stats = run_build(inputs, output, cfg, workers, beam_args(ctx, pipeline_options), chunk_mb)
@@ -59,8 +63,6 @@ def stats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Counts of an output directory: input records, samples, rejections by reason, masks by type and k."""
-    from ramp.data.stats import format_stats, load_stats
-
     stats = load_stats(directory)
     typer.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
 
@@ -75,8 +77,6 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Quality report of a samples directory (also written as DIR/audit.json)."""
-    from ramp.data.audit import audit, format_audit, write_audit
-
     report = audit(directory, examples, seed)
     write_audit(directory, report)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_audit(report))
@@ -103,10 +103,6 @@ def answerability_command(
     ] = False,
 ) -> None:
     """Keep samples whose masks the search tool can answer without the source passage."""
-    from ramp.data.answerability import format_answerability_stats
-    from ramp.pipelines.answerability import run_answerability
-    from ramp.retrieval.config import RetrievalSettings
-
     settings = load_with_retriever(
         RetrievalSettings, config or "retrieval", overrides, index, retriever_url, required=True
     )
@@ -122,3 +118,6 @@ def answerability_command(
             allow_foreign_index=allow_foreign_index,
         )
     typer.echo(format_answerability_stats(stats))
+
+
+data_app.command("cot", context_settings=BEAM_COMMAND)(cot_command)

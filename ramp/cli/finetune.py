@@ -8,6 +8,12 @@ from typing import Annotated
 import typer
 
 from ramp.cli.options import Overrides
+from ramp.config import load_config
+from ramp.finetune.dapo import train
+from ramp.finetune.sft import run_sft, sft_overrides
+from ramp.qa.loaders import load_qa, write_qa_jsonl
+from ramp.rl.config import RLConfig
+from ramp.train.config import PretrainConfig
 
 finetune_app = typer.Typer(no_args_is_help=True)
 
@@ -27,10 +33,6 @@ def sft(
 ) -> None:
     """SFT on QA trajectories through the Megatron stage (shards -> trainer -> HF policy); the policy to
     fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values."""
-    from ramp.config import load_config
-    from ramp.finetune.sft import run_sft, sft_overrides
-    from ramp.train.config import PretrainConfig
-
     settings = load_config(PretrainConfig, config, overrides or [], values=sft_overrides(output))
     result = run_sft(trajectories, output, settings)
     manifest, losses = result["manifest"], result["summary"]["losses"]
@@ -56,10 +58,6 @@ def rl(
 ) -> None:
     """DAPO on a QA set: the questions go to the RL trainer's QA task (QA prompt, configurable reward).
     For several processes, run `ramp rl train --nproc N --set data.task=qa --set data.qa=FILE`."""
-    from ramp.config import load_config
-    from ramp.qa.loaders import load_qa, write_qa_jsonl
-    from ramp.rl.config import RLConfig
-
     settings = load_config(RLConfig, config, overrides or [])
     train_file = Path(settings.trainer.output_dir) / QA_TRAIN_FILE
     count = write_qa_jsonl(load_qa(dataset, input, limit), train_file)
@@ -68,7 +66,5 @@ def rl(
         values["reward.metric"] = reward
     settings = load_config(RLConfig, config, overrides or [], values=values)
     typer.echo(f"{count} {dataset} questions -> {train_file}")
-    from ramp.finetune.dapo import train
-
     out = train(settings)
     typer.echo(f"trained {settings.trainer.total_steps} steps; policy and checkpoint in {out}")
