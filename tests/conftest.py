@@ -1,20 +1,47 @@
-"""Shared fixtures: the bundled wiki-18 sample and one real Lucene index of it per test session.
+"""Shared fixtures (the bundled wiki-18 sample and one real Lucene index of it per test session) and the
+test tiers: the modules of :data:`HEAVY` are marked ``heavy``; ``make test-fast`` runs the others.
 
-Java and Anserini are imported lazily inside the fixtures, so collecting tests stays cheap.
+Java starts when a fixture first searches or indexes (:mod:`ramp.retrieval.jvm`), not at collection.
 """
 
 from __future__ import annotations
 
+import bz2
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
-    from ramp.retrieval.lucene import LuceneRetriever
+from ramp.retrieval.indexing import build_index
+from ramp.retrieval.lucene import LuceneRetriever
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# Modules that start torch, Beam, Java or Megatron subprocesses (a `ramp` command, torchrun, Beam's
+# worker processes, a server, a wheel install), or run every stage end to end.
+HEAVY = frozenset(
+    {
+        "test_answerability.py",
+        "test_chunking.py",
+        "test_data_pipeline.py",
+        "test_demo.py",
+        "test_eval_run.py",
+        "test_experiment.py",
+        "test_packaging.py",
+        "test_pretrain_train.py",
+        "test_readme_commands.py",
+        "test_retrieval_index.py",
+        "test_rl_trainer.py",
+        "test_server.py",
+    }
+)
+_unknown = HEAVY - {p.name for p in Path(__file__).parent.glob("test_*.py")}
+assert not _unknown, f"HEAVY names modules that do not exist: {sorted(_unknown)}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in HEAVY:
+            item.add_marker(pytest.mark.heavy)
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +53,6 @@ def wiki18_corpus() -> Path:
 @pytest.fixture(scope="session")
 def wiki18_index(wiki18_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Lucene BM25 index of :func:`wiki18_corpus`, built once per session."""
-    from ramp.retrieval.indexing import build_index
-
     index_dir = tmp_path_factory.mktemp("wiki18-index")
     build_index([wiki18_corpus], index_dir, threads=2, shards=2, progress=False)
     return index_dir
@@ -36,8 +61,6 @@ def wiki18_index(wiki18_corpus: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def lucene_retriever(wiki18_index: Path) -> Iterator[LuceneRetriever]:
     """A :class:`LuceneRetriever` over :func:`wiki18_index` (k1=0.9, b=0.4), closed at teardown."""
-    from ramp.retrieval.lucene import LuceneRetriever
-
     retriever = LuceneRetriever(wiki18_index, threads=2)
     yield retriever
     retriever.close()
@@ -47,8 +70,6 @@ def lucene_retriever(wiki18_index: Path) -> Iterator[LuceneRetriever]:
 def small_enwiki_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 12 pages of the bundled enwiki export (a few articles, the rest redirects) as a valid
     ``.xml.bz2`` dump: the README's ``ramp data build`` input at a test's size."""
-    import bz2
-
     out = tmp_path_factory.mktemp("enwiki-small") / "enwiki-sample-12-pages.xml.bz2"
     pages = 0
     with (

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from openai_server import ScriptedOpenAIServer
+from tiny_model import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -93,6 +95,7 @@ ENTRIES = [
         says=("521 passages", "eval-index    done"),
     ),
     Entry("make-test", "make test", skip="this test runs inside `make test`"),
+    Entry("make-test-fast", "make test-fast", skip="`make test` runs every test of `make test-fast`"),
     Entry(
         "data-build",
         "ramp data build --input 'data/enwiki-sample-106-articles.xml.bz2' --format xml"
@@ -533,8 +536,6 @@ class Workspace:
         while time.monotonic() < deadline:
             assert server.poll() is None, (self.root / f"{entry.id}.log").read_text()[-3000:]
             try:
-                import httpx
-
                 health = httpx.get(url, timeout=2).json()
                 return [subprocess.CompletedProcess(entry.runs, 0, json.dumps(health), "")]
             except httpx.HTTPError:
@@ -567,8 +568,6 @@ def _few_samples(ws: Workspace) -> None:
 
 def _checkpoint(ws: Workspace) -> None:
     """``ckpt/``: a tiny random Qwen2 and its tokenizer, saved like any HF checkpoint."""
-    from tiny_model import tiny_model, tiny_tokenizer
-
     tokenizer = tiny_tokenizer()
     tiny_model(tokenizer).save_pretrained(ws.root / "ckpt")
     tokenizer.save_pretrained(ws.root / "ckpt")
