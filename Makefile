@@ -8,9 +8,9 @@ DEMO_CONFIG ?= configs/demo/demo.yaml
 DEMO_ARGS ?=
 # Python sources: the library, its entry folders (installed as ramp.pipelines, ramp.pretrain, ...), tests, benchmarks.
 PACKAGES := ramp $(wildcard pipelines pretrain finetune eval)
-SOURCES := $(PACKAGES) tests bench
+SOURCES := $(PACKAGES) tests bench .ci
 
-.PHONY: setup demo test lint bench bench-memory bench-gpu
+.PHONY: setup demo test test-fast lint bench bench-memory bench-gpu
 
 $(VENV)/.installed: pyproject.toml requirements/spacy-model.txt
 	python3 -m venv $(VENV)
@@ -29,14 +29,21 @@ setup: $(VENV)/.installed
 demo: setup
 	$(RAMP) experiment demo --config $(DEMO_CONFIG) --output $(DEMO_OUT) --set input=$(DEMO_INPUT) $(DEMO_ARGS)
 
+# ruff, ruff format, mypy, and the import contracts of pyproject's [tool.importlinter].
 lint: setup
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/mypy $(PACKAGES)
+	$(PY) .ci/check_imports.py
 
 # Two processes, each test file kept on one (module fixtures such as the README workspace stay whole).
 test: lint
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+
+# The fast tier, without lint (under 3 minutes on 2 cores): every test module but those marked heavy, which
+# start torch, Beam, Java or Megatron subprocesses (tests/conftest.py lists them).
+test-fast: setup
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not heavy"
 
 bench: setup
 	$(PY) bench/bench_data.py
