@@ -67,7 +67,7 @@ class LazyCommand(TyperCommand):
             return typer.main.get_command(root)
         root.add_typer(found, name=self.name, help=self.help)
         group = typer.main.get_command(root)
-        assert isinstance(group, TyperGroup)
+        assert isinstance(group, TyperGroup) and self.name is not None
         return group.commands[self.name]
 
     def make_context(
