@@ -30,7 +30,12 @@ def test_every_ramp_module_imports_without_heavy_engines():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_ramp_help_needs_no_engine():
-    result = _python("import sys\nfrom ramp.cli import run\nsys.exit(run(['--help']))")
+def test_ramp_help_needs_no_engine_and_no_sub_command():
+    code = (
+        "import sys\nfrom ramp.cli import run\ncode = run(['--help'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ramp.cli.')))\nsys.exit(code)"
+    )
+    result = _python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "serve-retriever" in result.stdout and "experiment" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"  # no sub-command module was imported
