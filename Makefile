@@ -10,7 +10,11 @@ DEMO_ARGS ?=
 PACKAGES := ramp $(wildcard pipelines pretrain finetune eval)
 SOURCES := $(PACKAGES) tests bench .ci
 
-.PHONY: setup demo test test-fast lint bench bench-memory bench-gpu
+VERL_VENV ?= .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_TESTS := $(wildcard tests/test_verl*.py)
+
+.PHONY: setup demo test test-fast lint bench bench-memory verl-env gpu-check gpu-wheels
 
 $(VENV)/.installed: pyproject.toml requirements/spacy-model.txt
 	python3 -m venv $(VENV)
@@ -21,6 +25,19 @@ $(VENV)/.installed: pyproject.toml requirements/spacy-model.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+# verl 0.9.1 pins transformers < 5.11 (the project runs 5.23), so it gets its own environment, layered
+# over .venv: a .pth adds .venv's site-packages after its own, and only what verl needs beyond .venv (or
+# at other versions) is installed here, without dependencies (requirements/verl.txt).
+$(VERL_VENV)/.installed: $(VENV)/.installed requirements/verl.txt
+	rm -rf $(VERL_VENV)
+	python3 -m venv --without-pip $(VERL_VENV)
+	$(VERL_PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "ramp_base.pth").write_text(f"import site; site.addsitedir({sys.argv[1]!r})\n")' \
+		"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(VERL_PY) -m pip install -q --no-deps -r requirements/verl.txt
+	touch $@
+
+verl-env: $(VERL_VENV)/.installed
 
 # Every stage on the bundled data (configs/demo/demo.yaml): Wikipedia sample -> masked samples -> BM25 index
 # -> answerable samples -> verified trajectories -> tiny policy -> Megatron pretraining -> HF -> DAPO with the
@@ -36,9 +53,11 @@ lint: setup
 	$(VENV)/bin/mypy $(PACKAGES)
 	$(PY) .ci/check_imports.py
 
-# Two processes, each test file kept on one (module fixtures such as the README workspace stay whole).
-test: lint
+# Two processes, each test file kept on one (module fixtures such as the README workspace stay whole);
+# then the verl tests in verl's environment (they skip in .venv, where verl is not installed).
+test: lint $(VERL_VENV)/.installed
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+	$(VERL_PY) -m pytest -q -n 2 --dist loadfile $(VERL_TESTS)
 
 # The fast tier, without lint (under 3 minutes on 2 cores): every test module but those marked heavy, which
 # start torch, Beam, Java or Megatron subprocesses (tests/conftest.py lists them).
@@ -57,6 +76,12 @@ bench: setup
 bench-memory: setup
 	$(PY) bench/bench_memory.py
 
-# On a GPU machine: Megatron vs plain transformers, Qwen2.5-0.5B shape, bf16 (tokens/s and MFU).
-bench-gpu: setup
-	$(PY) bench/bench_pretrain_gpu.py
+# Every GPU path in one run and one JSON report (bench/gpu_check.py; on a machine without a GPU it says so
+# and exits 0). The GPU image lacks some packages: `make gpu-wheels` on a machine with the registries
+# puts their Python 3.12 wheels in .gpu-wheels/, which the check installs from, offline.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py --wheels .gpu-wheels --report runs/gpu-check/report.json
+
+gpu-wheels: setup
+	$(PY) bench/gpu_check.py --download-wheels .gpu-wheels

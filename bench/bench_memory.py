@@ -1,7 +1,7 @@
 """Peak memory of ``ramp data build`` on the local runner as the corpus grows, chunked vs one pass.
 
 Inputs of 5k, 20k and 80k passages are the bundled wiki-18 sample repeated with distinct ids (DPR JSONL).
-Each build runs as its own process (``python -m ramp.pipelines.ramp_data``, 1 worker, default chunk size)
+Each build runs as its own process (``python -m ramp data build``, 1 worker, default chunk size)
 and is measured by the kernel (``wait4``): peak RSS, and CPU seconds, so throughput is passages per CPU
 second (per core), which a busy machine disturbs far less than wall time. The baseline, in the same run, is
 today's single pass (``--chunk-mb 0``) on the same input. The default config (``k_mix: balanced``) runs each
@@ -40,19 +40,17 @@ def make_input(path: Path, passages: int) -> None:
 
 def measure(source: Path, output: Path, chunk_mb: float | None) -> dict[str, float]:
     """Build ``source`` in a fresh process; its peak RSS (GB), CPU and wall seconds, and stats."""
-    command = [sys.executable, "-m", "ramp.pipelines.ramp_data", "--input", str(source), "--format", "dpr"]
+    command = [sys.executable, "-m", "ramp", "data", "build", "--input", str(source), "--format", "dpr"]
     command += ["--output", str(output), "--workers", "1"]
     if chunk_mb is not None:
         command += ["--chunk-mb", str(chunk_mb)]
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert process.stdout is not None
-    printed = process.stdout.read()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
-    stats = json.loads(printed)
+    stats = json.loads((output / "stats.json").read_text(encoding="utf-8"))
     assert stats["input_records"] == stats["samples"] + stats["rejected"]
     cpu = usage.ru_utime + usage.ru_stime
     return {

@@ -2,22 +2,27 @@
 
 Layout of ``output_dir``::
 
-    eval-config.json         the settings that determine the rows (a resume must match them)
-    mlflow-run.json          the MLflow run this evaluation logs to (a resume continues it)
     parts/<dataset>-<n>.parquet   one part per ``chunk_size`` questions, written atomically
     predictions.parquet      every row (:data:`ramp.qa.scoring.ROW_SCHEMA`), datasets in config order
     summary.json, plots/*.png
+    mlflow-run.json          the MLflow run it logs to (a resume with the same config continues it)
+    .stages/*.json           the markers of the parts and of the report (:mod:`ramp.stages`)
 
-Resumable: chunk boundaries are fixed by question position and a part file appears only once its
-chunk is complete, so a restart skips finished parts and recomputes only the rest; the final rows are
-those of an uninterrupted run (the policy is deterministic per chunk), without duplicates. The MLflow
-run gets params when it starts and, at the end, metrics, the predictions table, the Parquet file and
-plots (per-dataset bars, token recall vs number of searches).
+Resumable, by the stage rule of :mod:`ramp.stages`: each part is a stage whose settings are the whole
+config that decides the rows (everything but where results go: ``experiment``, ``run_name``,
+``tracking_uri``, ``output_dir``) with its dataset, chunk and question ids, and whose inputs are the
+dataset files, the local index and the policy's local checkpoint. A restart skips finished parts and
+computes only the rest (the final rows are those of an uninterrupted run: the policy is deterministic per
+chunk); a changed setting or input recomputes the parts it decides; with nothing changed nothing runs and
+no file is touched. The report (a stage over the parts) logs to the MLflow run: params when it starts and,
+at the end, metrics, the predictions table, the Parquet file and plots (per-dataset bars, token recall vs
+number of searches).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -43,13 +48,16 @@ from ramp.qa.scoring import (
     summarize,
 )
 from ramp.retrieval.base import Retriever
+from ramp.stages import Stage, StageRunner, canonical_json
 from ramp.tracking import mlflow_run
 
-CONFIG_NAME = "eval-config.json"
-RUN_NAME = "mlflow-run.json"
+RUN_FILE = "mlflow-run.json"
 PREDICTIONS_NAME = "predictions.parquet"
 TABLE_NAME = "predictions.json"  # the MLflow table artifact
-_ROW_FIELDS = ("policy", "agent", "retriever", "datasets", "chunk_size", "builtin", "judge")
+STATE_DIR = ".stages"
+DESTINATION = ("experiment", "run_name", "tracking_uri", "output_dir")  # where results go, not what they are
+
+log = logging.getLogger(__name__)
 
 
 Chunk = tuple[str, int, list[QARecord], int]  # dataset, chunk number, its records, first position
@@ -150,29 +158,26 @@ def run_params(config: EvalConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ files
 
 
-def _fingerprint(config: EvalConfig) -> dict[str, Any]:
-    dumped = config.model_dump(mode="json")
-    return {key: dumped[key] for key in _ROW_FIELDS}
+def row_settings(config: EvalConfig) -> dict[str, Any]:
+    """The config that decides the rows: everything but where results go."""
+    return config.model_dump(mode="json", exclude=set(DESTINATION))
 
 
-def _check_resume(out: Path, config: EvalConfig) -> None:
-    """Record the row-determining settings, or check that a resumed run has the same ones."""
-    path = out / CONFIG_NAME
-    current = _fingerprint(config)
-    if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != current:
-            changed = sorted(k for k in current if previous.get(k) != current[k])
-            raise EvalError(
-                f"{out} holds an evaluation with different settings ({', '.join(changed)}): "
-                "resume with the same config or choose another output_dir"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+def row_inputs(config: EvalConfig) -> tuple[Path, ...]:
+    """The local files the rows are read from: the datasets, the index and the policy's checkpoint."""
+    paths = [d.path for d in config.datasets if d.path]
+    if config.retriever.kind == "lucene" and config.retriever.index:
+        paths.append(config.retriever.index)
+    if config.policy == "agent":
+        backend = config.agent.backend
+        paths.append(getattr(backend, backend.kind).model)
+    return tuple(Path(p) for p in paths if "://" not in p and Path(p).exists())
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` whole (a temporary file renamed), unless ``path`` holds it already."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -197,7 +202,6 @@ def run_eval(config: EvalConfig, progress: bool = True, backend: Any | None = No
 
     ``backend``: a generation backend to use instead of building ``config.agent.backend``."""
     out = Path(config.output_dir)
-    _check_resume(out, config)
     datasets = [(d.name, load_qa(d.loader_name, d.path, d.limit)) for d in config.datasets]
     total = sum(len(records) for _, records in datasets)
     chunks = [
@@ -205,70 +209,121 @@ def run_eval(config: EvalConfig, progress: bool = True, backend: Any | None = No
         for name, records in datasets
         for c, start in enumerate(range(0, len(records), config.chunk_size))
     ]
-    todo = [chunk for chunk in chunks if not part_path(out, chunk[0], chunk[1]).exists()]
-    (out / "parts").mkdir(parents=True, exist_ok=True)
+    runner = StageRunner(out / STATE_DIR, echo=log.debug)
+    answerer = _Answerer(config, out, backend)
+    parts = [answerer.stage(chunk) for chunk in chunks]
+    todo = [(stage, chunk) for stage, chunk in zip(parts, chunks, strict=True) if not runner.done(stage)]
+    run_id = _recorded_run(out, config)
+    report = _Report(config, out, chunks, [name for name, _ in datasets])
+    if not todo and run_id is not None and runner.done(report.stage(run_id, None)):
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        return EvalResult(summary, out / PREDICTIONS_NAME, run_id, total, 0, 0.0)
 
-    run_file = out / RUN_NAME
-    run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if run_file.exists() else None
     run_name = config.run_name or ("builtin" if config.policy == "builtin" else f"agent-{model_name(config)}")
-    with mlflow_run(
-        config.experiment,
-        run_name,
-        None if run_id else run_params(config),
-        config.tracking_uri,
-        run_id=run_id,
-    ) as mlflow:
+    params = None if run_id else run_params(config)
+    with mlflow_run(config.experiment, run_name, params, config.tracking_uri, run_id=run_id) as mlflow:
         run_id = mlflow.active_run().info.run_id
-        _write_text(run_file, json.dumps({"run_id": run_id}) + "\n")
+        out.mkdir(parents=True, exist_ok=True)
+        _write_text(out / RUN_FILE, json.dumps({"run_id": run_id, "settings": _run_settings(config)}) + "\n")
         started = time.perf_counter()
-        computed = 0
-        if todo:
-            computed = _answer_chunks(config, out, todo, total, progress, backend)
-        elapsed = time.perf_counter() - started
-        rows = _collect(out, chunks, total)
-        predictions = out / PREDICTIONS_NAME
-        write_rows(predictions, rows)
-        summary = summarize(rows, [name for name, _ in datasets])
-        _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        mlflow.log_metrics(summary)
-        if computed:
-            mlflow.log_metrics({"eval_seconds": elapsed, "questions_per_second": computed / elapsed})
-        _log_artifacts(mlflow, out, rows, summary, [name for name, _ in datasets])
-    return EvalResult(summary, predictions, run_id, total, computed, elapsed)
-
-
-def _answer_chunks(
-    config: EvalConfig,
-    out: Path,
-    todo: list[Chunk],
-    total: int,
-    progress: bool,
-    backend: Any | None,
-) -> int:
-    from ramp.retrieval.config import build_retriever
-
-    retriever = build_retriever(config.retriever)
-    try:
-        policy = build_policy(config, retriever, backend)
-        judge = _build_judge(config) if config.judge.enabled else None
-        done = total - sum(len(records) for _, _, records, _ in todo)
+        done = total - sum(len(records) for _, (_, _, records, _) in todo)
         bar = tqdm(total=total, initial=done, desc="eval", unit="question", disable=not progress)
-        computed = 0
-        for dataset, chunk, records, start in todo:
-            answers = policy.answer(records)
-            rows = [
-                result_row(dataset, start + i, record, answer)
-                for i, (record, answer) in enumerate(zip(records, answers, strict=True))
-            ]
-            if judge is not None:
-                _judge_rows(judge, rows)
-            write_rows(part_path(out, dataset, chunk), rows)
-            computed += len(rows)
-            bar.update(len(rows))
-        bar.close()
-        return computed
-    finally:
-        retriever.close()
+        try:
+            for stage, (_, _, records, _) in todo:
+                runner.run_one(stage)
+                bar.update(len(records))
+        finally:
+            bar.close()
+            answerer.close()
+        report.computed, report.seconds = total - done, time.perf_counter() - started
+        runner.run_one(report.stage(run_id, mlflow))
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    return EvalResult(summary, out / PREDICTIONS_NAME, run_id, total, report.computed, report.seconds)
+
+
+def _run_settings(config: EvalConfig) -> str:
+    """What an MLflow run stands for: its params and where it is logged (a resume with others starts anew)."""
+    where = {k: getattr(config, k) for k in ("experiment", "run_name", "tracking_uri")}
+    return canonical_json({"params": run_params(config), **where})
+
+
+def _recorded_run(out: Path, config: EvalConfig) -> str | None:
+    """The MLflow run an earlier invocation with the same settings logged to, if any."""
+    try:
+        record = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(record["run_id"]) if record.get("settings") == _run_settings(config) else None
+
+
+class _Answerer:
+    """The parts' stages; the retriever, policy and judge are built when the first part runs."""
+
+    def __init__(self, config: EvalConfig, out: Path, backend: Any | None) -> None:
+        self.config, self.out, self.backend = config, out, backend
+        self.inputs = row_inputs(config)
+        self.retriever: Retriever | None = None
+        self.policy: Policy | None = None
+        self.judge: Any = None
+
+    def stage(self, chunk: Chunk) -> Stage:
+        dataset, number, records, _ = chunk
+        settings = {
+            "rows": row_settings(self.config),
+            "dataset": dataset,
+            "chunk": number,
+            "questions": [r.id for r in records],
+        }
+        path = part_path(self.out, dataset, number)
+        return Stage(f"{dataset}-{number:05d}", lambda: self.answer(chunk), settings, self.inputs, (path,))
+
+    def answer(self, chunk: Chunk) -> None:
+        dataset, number, records, start = chunk
+        if self.policy is None:
+            from ramp.retrieval.config import build_retriever
+
+            self.retriever = build_retriever(self.config.retriever)
+            self.policy = build_policy(self.config, self.retriever, self.backend)
+            self.judge = _build_judge(self.config) if self.config.judge.enabled else None
+        answers = self.policy.answer(records)
+        rows = [
+            result_row(dataset, start + i, record, answer)
+            for i, (record, answer) in enumerate(zip(records, answers, strict=True))
+        ]
+        if self.judge is not None:
+            _judge_rows(self.judge, rows)
+        path = part_path(self.out, dataset, number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_rows(path, rows)
+
+    def close(self) -> None:
+        if self.retriever is not None:
+            self.retriever.close()
+
+
+class _Report:
+    """The report stage: every part's rows -> predictions.parquet, summary.json, plots, MLflow."""
+
+    def __init__(self, config: EvalConfig, out: Path, chunks: list[Chunk], datasets: list[str]) -> None:
+        self.config, self.out, self.chunks, self.datasets = config, out, chunks, datasets
+        self.computed, self.seconds = 0, 0.0
+
+    def stage(self, run_id: str, mlflow: Any) -> Stage:
+        parts = tuple(part_path(self.out, dataset, number) for dataset, number, _, _ in self.chunks)
+        outputs = (self.out / PREDICTIONS_NAME, self.out / "summary.json", self.out / "plots")
+        settings = {"config": self.config, "run_id": run_id}
+        return Stage("report", lambda: self.write(mlflow), settings, parts, outputs)
+
+    def write(self, mlflow: Any) -> None:
+        rows = _collect(self.out, self.chunks, sum(len(records) for _, _, records, _ in self.chunks))
+        write_rows(self.out / PREDICTIONS_NAME, rows)
+        summary = summarize(rows, self.datasets)
+        _write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        mlflow.log_metrics(summary)
+        if self.computed:
+            rate = self.computed / self.seconds
+            mlflow.log_metrics({"eval_seconds": self.seconds, "questions_per_second": rate})
+        _log_artifacts(mlflow, self.out, rows, summary, self.datasets)
 
 
 def _build_judge(config: EvalConfig) -> Any:

@@ -10,22 +10,24 @@ queries are pending, flushing the rest in ``finish_bundle``.
 The job (:func:`run_answerability`, ``ramp data answerability``) runs it over the samples directory
 of ``ramp data build``: ReadSamples (``ramp.pipelines.samples_io``) -> ParseSamples (a row that does not
 parse is rejected as ``unparseable``) -> CheckAnswerability -> deterministic shards ``samples-*.parquet`` and
-``rejected-*.jsonl`` (as many shards as input files) -> ``stats.json``.
+``rejected-*.jsonl`` (as many shards as input files) -> ``stats.json``: one pipeline, :func:`build`, run in
+chunks on the local runner (:mod:`ramp.pipelines.chunks`, :class:`AnswerabilityJob`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
-from ramp.pipelines.chunks import ChunkedJob, TwoPhase, merge_answerability_stats, run_input_files
-from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from ramp.pipelines.runner import count_allowed, counter_totals, pipeline_options, split_allowed
+from ramp.pipelines.chunks import run_chunked, sum_stats
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs, shard_path
+from ramp.pipelines.runner import LOCAL, BeamRun, count_allowed, split_allowed
 from ramp.pipelines.samples_io import UNPARSEABLE, ReadSamples
 
 from ramp.config import CONFIG_DIR, load_config
@@ -333,101 +335,51 @@ def read_samples(pipeline: beam.Pipeline, files: Sequence[str]) -> Any:
     )
 
 
-def build_pipeline(
-    pipeline: beam.Pipeline,
-    files: Sequence[str],
-    output_dir: str,
-    retriever_config: RetrieverConfig,
-    answerability_config: AnswerabilityConfig,
-    data_config: DataConfig | None = None,
-) -> None:
-    """Wire the answerability job into ``pipeline``."""
-    read = read_samples(pipeline, files)
-    checked = read.samples | "CheckAnswerability" >> CheckAnswerability(
-        retriever_config, answerability_config, data_config
-    )
-    rejected = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
-    _ = (checked.samples, rejected) | "WriteOutputs" >> WriteOutputs(output_dir, max(1, len(files)))
-
-
-def run_answerability(
-    samples_dir: str,
-    output_dir: str,
-    retriever_config: RetrieverConfig,
-    answerability_config: AnswerabilityConfig,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
-    chunk_mb: float | None = None,
-    files: Sequence[str] | None = None,
-    allow_foreign_index: bool = False,
-    data_config: DataConfig | None = None,
-) -> dict[str, Any]:
-    """Check every sample of ``samples_dir``, write ``output_dir`` and its ``stats.json``; return it.
-    Local runs go in chunks of input files of about ``chunk_mb`` megabytes (None: automatic, 0: one
-    pass; ``pipelines.chunks``), each a single pass over its ``files``.
-
-    On start, the leakage guard checks that the samples' source passages are in the index
-    (:func:`ramp.retrieval.leakage.check_index_covers_samples`; ``allow_foreign_index`` to proceed
-    anyway). ``keep: redraw`` draws the masks with the data config the samples were built with (their
-    ``manifest.json``; ``configs/data.yaml`` for a directory without one)."""
-    if _same_directory(samples_dir, output_dir):
-        raise UserError(f"--output must differ from the samples directory {samples_dir}")
-    if files is None:
-        listed = output_files(samples_dir, "samples-", ".parquet")
-        if not listed:
-            raise FileNotFoundError(f"no samples-*.parquet files in {samples_dir}")
-        check_leakage_guard(samples_dir, retriever_config, allow_foreign_index)
-        manifest = read_samples_manifest(samples_dir)
-        built_with = samples_data_config(manifest)
-        two_phase = None
-        if answerability_config.keep == "redraw" and built_with.masking.k_mix == "balanced":
-            two_phase = TwoPhase(  # P(k | m) from the whole input's counts, as in one pass
-                lambda part, out: search_chunk(
-                    part, out, retriever_config, answerability_config, built_with, workers, pipeline_args
-                ),
-                lambda first, prepared, totals, out: redraw_chunk(
-                    first, prepared, totals, out, answerability_config, built_with, workers, pipeline_args
-                ),
-            )
-        job = ChunkedJob(
-            "data answerability",
-            output_dir,
-            OUTPUT_FILES,
-            lambda part, out: run_answerability(
-                samples_dir,
-                out,
-                retriever_config,
-                answerability_config,
-                workers,
-                pipeline_args,
-                files=part,
-                data_config=built_with,
-            ),
-            merge_answerability_stats,
-            json.dumps(
-                [retriever_config.model_dump(mode="json"), answerability_config.model_dump(mode="json")]
-            ),
-            two_phase,
-        )
-        stats = run_input_files(job, listed, chunk_mb, pipeline_args)
-        if manifest:
-            answerability = answerability_config.model_dump(mode="json")
-            write_samples_manifest(output_dir, {**manifest, "answerability": answerability})
-        return stats
-    clear_outputs(output_dir, OUTPUT_FILES)
-    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    build_pipeline(pipeline, files, output_dir, retriever_config, answerability_config, data_config)
-    result = pipeline.run()
-    result.wait_until_finish()
-    stats = answerability_stats(output_dir, counter_totals(result, METRICS_NAMESPACE), answerability_config)
-    write_stats(output_dir, stats)
-    return stats
-
-
-# --- chunks with ``keep: redraw`` and ``k_mix: balanced``: search per chunk, then every chunk's redraw ---
-
 CHECKED = "checked"  # a first phase's checked samples: checked-*.parquet
 EARLY_REJECTED = "early-rejected"  # ... and its rejections so far: early-rejected-*.jsonl
+Phase = Literal["whole", "search", "redraw"]
+
+
+def build(
+    pipeline: beam.Pipeline,
+    job: AnswerabilityJob,
+    files: Sequence[str],
+    out: str,
+    phase: Phase = "whole",
+    first: str = "",
+    passages_by_m: dict[int, int] | None = None,
+) -> None:
+    """The answerability job as one pipeline: read samples -> search every mask -> (``keep: redraw``)
+    draw the masks again among the answerable spans -> write ``out`` (one shard per input file).
+
+    A two-phase chunk (``keep: redraw`` of samples built with ``k_mix: balanced``) runs it in halves:
+    ``search`` stops after the search (writes the checked samples and the rejections so far, and counts
+    the passages by m); ``redraw`` reads those from ``first`` and draws with the corpus-wide
+    ``passages_by_m``."""
+    if phase == "redraw":
+        files = output_files(first, f"{CHECKED}-", ".parquet")
+    read = read_samples(pipeline, files)
+    rejected = [read[REJECTED]]
+    if phase == "redraw":
+        rejected.append(
+            pipeline
+            | "ReadRejected" >> ReadSamples(output_files(first, f"{EARLY_REJECTED}-", ".jsonl"))
+            | "Rejections" >> beam.Map(lambda row: Rejection(**row))
+        )
+        checked = read.samples | "Redraw" >> RedrawMasks(job.data_config, passages_by_m)
+    elif phase == "search":
+        checked = read.samples | "SearchMasks" >> SearchMasks(
+            job.retriever_config, job.answerability_config, job.data_config
+        )
+        _ = checked.samples | "CountByAllowed" >> beam.FlatMap(_count_allowed, job.data_config.masking)
+    else:
+        checked = read.samples | "CheckAnswerability" >> CheckAnswerability(
+            job.retriever_config, job.answerability_config, job.data_config
+        )
+    rejected.append(checked[REJECTED])
+    prefixes = (CHECKED, EARLY_REJECTED) if phase == "search" else (SAMPLES, REJECTED)
+    outputs = (checked.samples, rejected | "AllRejected" >> beam.Flatten())
+    _ = outputs | "WriteOutputs" >> WriteOutputs(out, job.shards(files), prefixes)
 
 
 def _count_allowed(sample: Sample, masking: Any) -> Iterator[Any]:
@@ -435,63 +387,113 @@ def _count_allowed(sample: Sample, masking: Any) -> Iterator[Any]:
     return iter(())
 
 
-def search_chunk(
-    files: Sequence[str],
-    directory: str,
+@dataclass(frozen=True)
+class AnswerabilityJob:
+    """``data answerability`` for the chunk driver (:class:`ramp.pipelines.chunks.ChunkedJob`): its
+    samples files in parts, each a run of :func:`build`. ``data_config``: what the samples were built with
+    (their masks are redrawn with it)."""
+
+    retriever_config: RetrieverConfig
+    answerability_config: AnswerabilityConfig
+    data_config: DataConfig
+    beam_run: BeamRun
+    name: str = "data answerability"
+    output_patterns: tuple[str, ...] = ("samples-*.parquet", "rejected-*.jsonl")
+    summary_files: tuple[str, ...] = ("manifest.json", "audit.json")
+
+    @property
+    def settings(self) -> list[Any]:
+        return [self.retriever_config, self.answerability_config, self.data_config]
+
+    @property
+    def two_phase(self) -> bool:  # P(k | m) from the whole input's counts, as in one pass
+        return self.answerability_config.keep == "redraw" and self.data_config.masking.k_mix == "balanced"
+
+    def shards(self, files: Sequence[str]) -> int:
+        return max(1, len(files))
+
+    def inputs(self, part: list[str]) -> list[str]:
+        return [*part, *index_files(self.retriever_config)]
+
+    def outputs(self, part: list[str]) -> list[str]:
+        shards = self.shards(part)
+        return [
+            shard_path(p, n, shards, s)
+            for p, s in ((SAMPLES, ".parquet"), (REJECTED, ".jsonl"))
+            for n in range(shards)
+        ]
+
+    def run(self, part: list[str], directory: str) -> dict[str, Any]:
+        clear_outputs(directory, OUTPUT_FILES)
+        counters = self.beam_run.run(lambda p: build(p, self, part, directory), METRICS_NAMESPACE)
+        return self._write_stats(directory, counters)
+
+    def first(self, part: list[str], directory: str) -> dict[str, Any]:
+        clear_outputs(directory, ["*"])
+        counters = self.beam_run.run(lambda p: build(p, self, part, directory, "search"), METRICS_NAMESPACE)
+        by_m, others = split_allowed(counters)
+        return {"passages_by_m": by_m, "counters": others}
+
+    def second(
+        self, first: str, counts: dict[str, Any], totals: dict[str, Any], directory: str
+    ) -> dict[str, Any]:
+        clear_outputs(directory, OUTPUT_FILES)
+        by_m = {int(m): n for m, n in totals["passages_by_m"].items()}
+        self.beam_run.run(lambda p: build(p, self, (), directory, "redraw", first, by_m), METRICS_NAMESPACE)
+        return self._write_stats(directory, counts["counters"])
+
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Counts summed, answerable fractions recomputed from the summed counts."""
+        merged = sum_stats(parts, frozenset({"answerable_fraction_by_type"}), frozenset({"k", "keep"}))
+        found, checked = merged.get("masks_answerable_by_type", {}), merged.get("masks_checked_by_type", {})
+        fractions = {kind: round(found.get(kind, 0) / total, 4) for kind, total in checked.items() if total}
+        return {k: fractions if k == "answerable_fraction_by_type" else merged[k] for k in parts[0]}
+
+    def _write_stats(self, directory: str, counters: dict[str, int]) -> dict[str, Any]:
+        stats = answerability_stats(directory, counters, self.answerability_config)
+        write_stats(directory, stats)
+        return stats
+
+
+def run_answerability(
+    samples_dir: str,
+    output_dir: str,
     retriever_config: RetrieverConfig,
     answerability_config: AnswerabilityConfig,
-    data_config: DataConfig,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
+    beam_run: BeamRun = LOCAL,
+    chunk_mb: float | None = None,
+    allow_foreign_index: bool = False,
 ) -> dict[str, Any]:
-    """First phase of a chunk: its samples checked (``checked-*.parquet``) and its rejections so far into
-    ``directory``; returns its passages counted by m (answerable spans), the job's counters and shards."""
-    clear_outputs(directory, ["*"])
-    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    read = read_samples(pipeline, files)
-    checked = read.samples | "CheckAnswerability" >> SearchMasks(
-        retriever_config, answerability_config, data_config
-    )
-    _ = checked.samples | "CountByAllowed" >> beam.FlatMap(_count_allowed, data_config.masking)
-    early = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
-    shards = max(1, len(files))
-    write = WriteOutputs(directory, shards, (CHECKED, EARLY_REJECTED))
-    _ = (checked.samples, early) | "WriteOutputs" >> write
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = counter_totals(result, METRICS_NAMESPACE)
-    by_m, others = split_allowed(counters)
-    return {"passages_by_m": by_m, "counters": others, "shards": shards}
+    """Check every sample of ``samples_dir``, write ``output_dir`` and its ``stats.json``; return it.
+    Local runs go in chunks of input files of about ``chunk_mb`` megabytes (None: automatic, 0: one
+    pass; :mod:`ramp.pipelines.chunks`), each a run of :func:`build` over its files.
 
-
-def redraw_chunk(
-    first: str,
-    prepared: dict[str, Any],
-    totals: dict[str, Any],
-    directory: str,
-    answerability_config: AnswerabilityConfig,
-    data_config: DataConfig,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Second phase of a chunk: its checked samples (``first``) redrawn with the corpus-wide counts by m
-    (``totals``), into ``directory`` with all its rejections; its stats."""
-    clear_outputs(directory, OUTPUT_FILES)
-    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    checked = read_samples(pipeline, output_files(first, f"{CHECKED}-", ".parquet"))
-    early = (
-        pipeline
-        | "ReadRejected" >> ReadSamples(output_files(first, f"{EARLY_REJECTED}-", ".jsonl"))
-        | "Rejections" >> beam.Map(lambda row: Rejection(**row))
-    )
-    by_m = {int(m): n for m, n in totals["passages_by_m"].items()}
-    drawn = checked.samples | "Redraw" >> RedrawMasks(data_config, by_m)
-    rejected = (checked[REJECTED], early, drawn[REJECTED]) | "AllRejected" >> beam.Flatten()
-    _ = (drawn.samples, rejected) | "WriteOutputs" >> WriteOutputs(directory, prepared["shards"])
-    pipeline.run().wait_until_finish()
-    stats = answerability_stats(directory, prepared["counters"], answerability_config)
-    write_stats(directory, stats)
+    On start, the leakage guard checks that the samples' source passages are in the index
+    (:func:`ramp.retrieval.leakage.check_index_covers_samples`; ``allow_foreign_index`` to proceed
+    anyway). ``keep: redraw`` draws the masks with the data config the samples were built with (their
+    ``manifest.json``; ``configs/data.yaml`` for a directory without one)."""
+    if _same_directory(samples_dir, output_dir):
+        raise UserError(f"--output must differ from the samples directory {samples_dir}")
+    files = output_files(samples_dir, "samples-", ".parquet")
+    if not files:
+        raise FileNotFoundError(f"no samples-*.parquet files in {samples_dir}")
+    check_leakage_guard(samples_dir, retriever_config, allow_foreign_index)
+    manifest = read_samples_manifest(samples_dir)
+    built_with = samples_data_config(manifest)
+    job = AnswerabilityJob(retriever_config, answerability_config, built_with, beam_run)
+    sizes = [m.size_in_bytes for r in FileSystems.match(files) for m in r.metadata_list]
+    stats = run_chunked(job, output_dir, files, sizes, chunk_mb, beam_run.pipeline_args)
+    if manifest:
+        written = {**manifest, "answerability": answerability_config.model_dump(mode="json")}
+        if read_samples_manifest(output_dir) != written:
+            write_samples_manifest(output_dir, written)
     return stats
+
+
+def index_files(retriever_config: RetrieverConfig) -> list[str]:
+    """The local Lucene index a job searches (an input of its chunks), none for a search server."""
+    index = retriever_config.index
+    return [index] if retriever_config.kind == "lucene" and index and "://" not in index else []
 
 
 def samples_data_config(manifest: dict[str, Any] | None) -> DataConfig:
@@ -506,7 +508,7 @@ def check_leakage_guard(
 ) -> None:
     """The start-of-stage leakage check with the stage's own retriever (see :mod:`ramp.retrieval.leakage`)."""
     index_manifest = None
-    if retriever_config.kind == "lucene" and retriever_config.index:
+    if retriever_config.kind != "http" and retriever_config.index:
         try:
             index_manifest = read_manifest(retriever_config.index)
         except FileNotFoundError:

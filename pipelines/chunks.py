@@ -1,54 +1,52 @@
 """Bounded memory for the Beam jobs on the local runner: the input in chunks, one pipeline run each.
 
 On the local runner every shuffle (Reshuffle, GroupByKey, the sorted shard writers) lives in memory, so a
-single pass needs memory in proportion to its input. :func:`run_chunked` cuts a job's input (read tasks or
-input files, in order) into consecutive chunks of about ``chunk_mb`` input megabytes and runs the job's
-single-pass function once per chunk, so peak memory is set by the chunk size, not by the corpus::
+single pass needs memory in proportion to its input. :func:`run_chunked` cuts a job's input (its items:
+read tasks or input files, in order) into consecutive chunks of about ``chunk_mb`` input megabytes and
+runs the job's single pass once per chunk, so peak memory is set by the chunk size, not by the corpus::
 
     OUT/samples-00003-of-00004.c0007.parquet   chunk 7's shard 3 (every chunk writes all its shards)
-    OUT/.chunks/c0007.json                      chunk 7 is complete: its fingerprint, files (sizes), stats
-    OUT/stats.json                              the chunks' stats summed by the job's ``merge``
+    OUT/.chunks/c0007.json                      chunk 7's marker (``ramp.stages``), written last
+    OUT/.chunks/c0007.stats.json                its stats
+    OUT/stats.json                              the chunks' stats merged by the job
 
-A chunk runs in ``OUT/.chunks/c0007/``; its files are then renamed into ``OUT`` and its marker is written
-last, so a chunk is complete only when all its files and its stats are there. A restart skips complete
-chunks (same input, config and chunk plan: the marker's fingerprint) and redoes the rest; any other file of
-the job's outputs in ``OUT`` (a half-written chunk, another run's layout) is deleted first. The plan depends
-only on the input files and the chunk size, so outputs are byte-identical whatever the worker count.
-Remote runners (their shuffle is external), ``chunk_mb=0`` and inputs that fit in one chunk run in one pass
-with the single-pass layout (``samples-00003-of-00004.parquet``).
+Each chunk is a stage of :mod:`ramp.stages`: done when its marker matches the job's settings, the chunk's
+input items and the content of its input files, and its files are there as recorded. It runs in
+``OUT/.chunks/c0007/``, its files are then renamed into ``OUT`` and its marker is written last, so a restart
+skips complete chunks and redoes the rest (a half-written chunk too); any other file of the job's outputs in
+``OUT`` (another run's layout) is deleted first. The plan depends only on the input and the chunk size, so
+outputs are byte-identical whatever the worker count. Remote runners (their shuffle is external), remote
+paths, ``chunk_mb=0`` and inputs that fit in one chunk run in one pass with the single-pass layout
+(``samples-00003-of-00004.parquet``).
 
-A job whose draw depends on corpus-wide counts (``masking.k_mix: balanced``: P(k | m) from the counts of
-passages by m) runs its chunks in two phases (:class:`TwoPhase`), so chunked outputs equal one pass: first
-every chunk's expensive half (span finding, or the answerability search) into ``OUT/.chunks/c0007.first/``
-with its counts (marker ``c0007.first.json``, written last), then every chunk's draw with the counts summed
-over all chunks. A restart skips complete first phases too; a chunk's first phase is deleted once the chunk
-is complete (its counts stay in the chunk's marker).
+A job whose draw needs corpus-wide counts (``two_phase``; e.g. ``masking.k_mix: balanced``: P(k | m) from
+the counts of passages by m) runs each chunk in two phases, so chunked outputs equal one pass: first every
+chunk's expensive half (its stage ``c0007.first``: span finding, or the answerability search) into
+``OUT/.chunks/c0007.first/`` with its counts, then every chunk's draw with the counts summed over all chunks
+(the chunk's own counts and the totals are settings of its stage, so a change of any chunk's counts redraws
+every chunk). A chunk's first phase is deleted once the chunk is complete; its counts stay in its marker.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import posixpath
-from collections import Counter
+import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from ramp.pipelines.runner import is_local_runner
 from tqdm import tqdm
 
-from ramp.data.passages import Passage
-from ramp.data.sources import decompressed_chunks, iter_lines, parse_dpr_line
-from ramp.seeding import stable_seed
+from ramp.stages import Stage, StageRunner
 
 DEFAULT_CHUNK_MB = 4.0  # input megabytes per chunk: about 6,000 wiki-18 passages, ~100 MB of pipeline state
 COMPRESSED_EXPANSION = 5  # a compressed input byte counts as this many (bz2/gzip text)
 CHUNKS_DIR = ".chunks"
-PREPARED = ".first"  # a two-phase chunk's first phase: OUT/.chunks/c0007.first/ and c0007.first.json
-PREPARED_KEY = "first_phase"  # its counts, kept in the chunk's marker
+FIRST = ".first"  # a two-phase chunk's first phase: stage c0007.first, directory .chunks/c0007.first/
+COUNTS_FILE = "counts.json"  # the first phase's counts, in its directory
 STATS_FILE = "stats.json"
 
 log = logging.getLogger(__name__)
@@ -56,38 +54,44 @@ log = logging.getLogger(__name__)
 Stats = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class ChunkedJob:
-    """What the driver needs from a job.
+class ChunkedJob(Protocol):
+    """What the driver needs from a job (a single-pass pipeline over a part of its input items)."""
 
-    ``run_part(part, directory)`` runs the job's single pass over ``part`` (a list of input items) into
-    ``directory`` (writing ``stats.json``) and returns its stats; ``merge`` sums a list of chunk stats into
-    the run's; ``output_patterns`` are the job's output globs (``stats.json`` included); ``fingerprint``
-    identifies everything besides the input items that decides the outputs (config, input file versions).
-    """
+    name: str  # shown on progress bars and in logs
+    settings: Any  # JSON-able: everything besides the input items that decides the outputs
+    output_patterns: Sequence[str]  # globs of the files a single pass writes (stats.json aside)
+    summary_files: Sequence[str]  # run-level files made from every chunk: stale once a chunk must run
+    two_phase: bool  # the draw needs corpus-wide counts: a :class:`TwoPhaseJob` in two phases per chunk
 
-    name: str
-    output_dir: str
-    output_patterns: Sequence[str]
-    run_part: Callable[[list[Any], str], Stats]
-    merge: Callable[[list[Stats]], Stats]
-    fingerprint: str
-    two_phase: TwoPhase | None = None
+    def inputs(self, part: list[Any]) -> list[str]:
+        """The files a part of the input items reads."""
+        ...
+
+    def outputs(self, part: list[Any]) -> list[str]:
+        """The names of the files a single pass over ``part`` writes (stats.json aside)."""
+        ...
+
+    def run(self, part: list[Any], directory: str) -> Stats:
+        """The single pass over ``part`` into ``directory`` (stats.json included); its stats."""
+        ...
+
+    def merge(self, parts: list[Stats]) -> Stats:
+        """The run's stats from its chunks'."""
+        ...
 
 
-@dataclass(frozen=True)
-class TwoPhase:
-    """A job whose draw needs corpus-wide counts (``masking.k_mix: balanced``), run in chunks in two phases.
+@runtime_checkable
+class TwoPhaseJob(ChunkedJob, Protocol):
+    """A job whose draw needs corpus-wide counts (e.g. ``masking.k_mix: balanced``), when ``two_phase``."""
 
-    ``prepare(part, directory)`` runs the expensive half over a chunk (e.g. span finding) into
-    ``directory`` and returns its counts (summed over the chunks by :func:`sum_stats`);
-    ``finish(prepared_dir, prepared, totals, directory)`` then runs the rest of the chunk from
-    ``prepared_dir`` with every chunk's ``totals`` into ``directory`` (the job's outputs and ``stats.json``)
-    and returns the chunk's stats. A chunk's prepared directory is kept until the chunk is complete.
-    """
+    def first(self, part: list[Any], directory: str) -> Stats:
+        """Two phases: the expensive half over ``part`` into ``directory``; its counts."""
+        ...
 
-    prepare: Callable[[list[Any], str], Stats]
-    finish: Callable[[str, Stats, Stats, str], Stats]
+    def second(self, first: str, counts: Stats, totals: Stats, directory: str) -> Stats:
+        """Two phases: the rest of a chunk from its first phase ``first`` with every chunk's counts summed
+        (``totals``) into ``directory`` (stats.json included); its stats."""
+        ...
 
 
 def chunk_bytes(chunk_mb: float | None) -> int:
@@ -118,31 +122,6 @@ def pack(items: Sequence[Any], weights: Sequence[int], limit: int) -> list[list[
     return parts
 
 
-def line_ranges(
-    path: str, limit: int, group_key: Callable[[bytes], str | None] | None = None
-) -> list[tuple[int, int | None, int]]:
-    """An uncompressed line file cut into ``(start, end, first_line)`` byte ranges of about ``limit`` bytes.
-
-    Cuts fall at line starts (``end`` None: to the end of the file; ``first_line`` numbers from 1). With
-    ``group_key``, a cut never separates consecutive lines of the same non-None key (e.g. the passages of one
-    article), so a range may run past ``limit`` to the end of its group.
-    """
-    ranges: list[tuple[int, int | None, int]] = []
-    start, first_line, position, previous = 0, 1, 0, None
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        for line_no, line in enumerate(iter_lines(decompressed_chunks(raw, path)), start=1):
-            reached = position - start >= limit  # a cut may fall before this line
-            near = reached or position + len(line) + 1 - start >= limit  # ... or before the next
-            key = group_key(line) if group_key is not None and near else None
-            if reached and (key is None or key != previous):
-                ranges.append((start, position, first_line))
-                start, first_line = position, line_no
-            position += len(line) + 1
-            previous = key
-    ranges.append((start, None, first_line))
-    return ranges
-
-
 def chunk_tag(index: int) -> str:
     return f"c{index:04d}"
 
@@ -153,176 +132,184 @@ def chunk_file_name(name: str, tag: str) -> str:
     return f"{stem}.{tag}{dot}{ext}"
 
 
-def _matching(directory: str, patterns: Sequence[str]) -> list[str]:
-    results = FileSystems.match([f"{directory}/{p}" for p in patterns])
-    return sorted({m.path for result in results for m in result.metadata_list})
-
-
-def _sizes(paths: Sequence[str]) -> dict[str, int]:
-    if not paths:
-        return {}
-    return {m.path: m.size_in_bytes for r in FileSystems.match(list(paths)) for m in r.metadata_list}
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            return json.loads(raw.read().decode("utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: str, value: Any) -> None:
-    """Write ``value`` to ``path`` whole or not at all (a temporary file renamed)."""
-    partial = f"{path}.partial"
-    with FileSystems.create(partial, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-        out.write((json.dumps(value, indent=2) + "\n").encode("utf-8"))
-    FileSystems.rename([partial], [path])
-
-
-def _delete_tree(path: str) -> None:
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-
-
-def part_fingerprint(job: ChunkedJob, part: Sequence[Any]) -> str:
-    """What a chunk's outputs depend on: the job's fingerprint and the chunk's input items."""
-    return f"{stable_seed(json.dumps([job.name, job.fingerprint, [repr(i) for i in part]])):016x}"
-
-
-def _complete(marker: Any, fingerprint: str, output_dir: str) -> bool:
-    if not isinstance(marker, dict) or marker.get("fingerprint") != fingerprint:
-        return False
-    files = marker.get("files")
-    if not isinstance(files, dict) or "stats" not in marker:
-        return False
-    paths = [f"{output_dir}/{name}" for name in files]
-    sizes = {posixpath.basename(p): s for p, s in _sizes(paths).items()}
-    return sizes == files
-
-
 def run_chunked(
     job: ChunkedJob,
+    output_dir: str,
     items: Sequence[Any],
     weights: Sequence[int],
     chunk_mb: float | None,
     pipeline_args: Sequence[str] = (),
     split: Callable[[list[Any], int], tuple[list[Any], list[int]]] | None = None,
 ) -> Stats:
-    """Run ``job`` over ``items`` (input slices in order, each of ``weights`` input bytes) in chunks of about
-    ``chunk_mb`` megabytes on the local runner, else in one pass; returns the run's stats.
-
-    ``split(items, limit)`` may cut items larger than ``limit`` into smaller ones (with their weights)
-    before they are packed into chunks.
-    """
+    """Run ``job`` over ``items`` (input slices in order, each of ``weights`` input bytes) into
+    ``output_dir`` in chunks of about ``chunk_mb`` megabytes on the local runner, else in one pass;
+    returns the run's stats. ``split(items, limit)`` may cut items larger than ``limit`` into smaller ones
+    (with their weights) before they are packed into chunks."""
     limit = chunk_bytes(chunk_mb)
-    out = job.output_dir.rstrip("/")
+    out = output_dir.rstrip("/")
+    local = "://" not in out and not any("://" in str(p) for p in job.inputs(list(items)))
     parts = [list(items)]
-    if limit and is_local_runner(pipeline_args) and sum(weights) > limit:
+    if limit and local and is_local_runner(pipeline_args) and sum(weights) > limit:
         if split is not None:
             items, weights = split(list(items), limit)
         parts = pack(items, weights, limit)
     if len(parts) > 1:
-        return _run_parts(job, out, parts)
-    _delete_tree(f"{out}/{CHUNKS_DIR}")  # one pass: no chunk of an earlier run may be taken as complete
-    return job.run_part(parts[0], out)
+        return _Chunks(job, Path(out), parts).run()
+    chunks = f"{out}/{CHUNKS_DIR}"  # one pass: no chunk of an earlier run may be taken as complete
+    if FileSystems.exists(chunks):
+        FileSystems.delete([chunks])
+    return job.run(parts[0], out)
 
 
-def _run_parts(job: ChunkedJob, out: str, parts: list[list[Any]]) -> Stats:
-    chunks_dir = f"{out}/{CHUNKS_DIR}"
-    if not FileSystems.exists(chunks_dir):
-        FileSystems.mkdirs(chunks_dir)
-    fingerprints = [part_fingerprint(job, part) for part in parts]
-    markers = [_read_json(f"{chunks_dir}/{chunk_tag(i)}.json") for i in range(len(parts))]
-    done = [_complete(m, fp, out) for m, fp in zip(markers, fingerprints, strict=True)]
-    if job.two_phase is not None:  # a chunk drawn in one phase (an older run) is redone
-        done = [ok and PREPARED_KEY in m for m, ok in zip(markers, done, strict=True)]
-    keep = {f"{out}/{name}" for m, ok in zip(markers, done, strict=True) if ok for name in m["files"]}
-    stale = [p for p in _matching(out, job.output_patterns) if p not in keep]
-    kept_work = {f"{chunk_tag(i)}.json" for i, ok in enumerate(done) if ok}
-    if job.two_phase is not None:  # the complete first phases of incomplete chunks
-        for index, fingerprint in enumerate(fingerprints):
-            tag = chunk_tag(index)
-            marker = _read_json(f"{chunks_dir}/{tag}{PREPARED}.json")
-            if not done[index] and _complete(marker, fingerprint, f"{chunks_dir}/{tag}{PREPARED}"):
-                kept_work |= {f"{tag}{PREPARED}.json", f"{tag}{PREPARED}"}
-    stale += [p for p in _matching(chunks_dir, ["c*"]) if posixpath.basename(p) not in kept_work]
-    if stale:
-        FileSystems.delete(stale)
-    if any(done):
-        log.info("%s: %d of %d chunks already complete, skipped", job.name, sum(done), len(parts))
-    prepared = _prepare_parts(job, out, parts, fingerprints, markers, done)
-    totals = sum_stats(prepared) if job.two_phase is not None else {}
-    stats: list[Stats] = []
-    for index, part in enumerate(tqdm(parts, desc=f"{job.name} chunks", unit="chunk")):
-        if done[index]:
-            stats.append(markers[index]["stats"])
-        else:
-            tag, fingerprint = chunk_tag(index), fingerprints[index]
-            stats.append(_run_one(job, out, part, tag, fingerprint, (prepared[index], totals)))
-    merged = job.merge(stats)
-    _write_json(f"{out}/{STATS_FILE}", merged)
-    return merged
+class _Chunks:
+    """One chunked run: a stage per chunk (two per chunk of a two-phase job) in ``OUT/.chunks``."""
 
+    def __init__(self, job: ChunkedJob, out: Path, parts: list[list[Any]]) -> None:
+        self.job, self.out, self.parts = job, out, parts
+        self.state = out / CHUNKS_DIR
+        self.runner = StageRunner(self.state, echo=log.debug)
+        self.tags = [chunk_tag(i) for i in range(len(parts))]
+        if job.two_phase and not isinstance(job, TwoPhaseJob):
+            raise TypeError(f"{job.name}: a two-phase job needs first() and second()")
+        self.two: TwoPhaseJob | None = job if isinstance(job, TwoPhaseJob) and job.two_phase else None
 
-def _prepare_parts(
-    job: ChunkedJob,
-    out: str,
-    parts: list[list[Any]],
-    fingerprints: list[str],
-    markers: list[Any],
-    done: list[bool],
-) -> list[Stats]:
-    """The first phase of a two-phase job over every chunk (complete chunks and complete first phases
-    skipped): each chunk's counts, by chunk (empty for a one-phase job)."""
-    two_phase = job.two_phase
-    if two_phase is None:
-        return [{} for _ in parts]
-    chunks_dir = f"{out}/{CHUNKS_DIR}"
-    prepared: list[Stats | None] = []
-    for index, fingerprint in enumerate(fingerprints):
-        directory = f"{chunks_dir}/{chunk_tag(index)}{PREPARED}"
-        marker = markers[index] if done[index] else _read_json(f"{directory}.json")
-        ready = done[index] or _complete(marker, fingerprint, directory)
-        prepared.append(marker[PREPARED_KEY if done[index] else "stats"] if ready else None)
-    if any(p is not None for p in prepared):
-        count = sum(p is not None for p in prepared)
-        log.info("%s: first phase of %d of %d chunks already complete, skipped", job.name, count, len(parts))
-    todo = [i for i, p in enumerate(prepared) if p is None]
-    for index in tqdm(todo, desc=f"{job.name} chunks, first phase", unit="chunk"):
-        directory = f"{chunks_dir}/{chunk_tag(index)}{PREPARED}"
-        _delete_tree(directory)
-        stats = two_phase.prepare(parts[index], directory)
-        files = {posixpath.basename(p): s for p, s in sorted(_sizes(_matching(directory, ["*"])).items())}
-        _write_json(f"{directory}.json", {"fingerprint": fingerprints[index], "files": files, "stats": stats})
-        prepared[index] = stats
-    return [p for p in prepared if p is not None]
+    def run(self) -> Stats:
+        job, count = self.job, len(self.parts)
+        counts: list[Stats | None] = [None] * count
+        if self.two is not None:
+            counts = [self._recorded_counts(i) for i in range(count)]
+        stages = self._stages(counts)
+        complete = (
+            [self.runner.done(stage) for stage in stages] if stages else [c is not None for c in counts]
+        )
+        self._remove_stale(all(complete))
+        if any(complete):
+            log.info("%s: %d of %d chunks already complete, skipped", job.name, sum(complete), count)
+        if stages is None:
+            stages = self._stages(self._first_phases(counts))
+            assert stages is not None, "every chunk has its counts"
+        stats: list[Stats] = []
+        for index, stage in enumerate(tqdm(stages, desc=f"{job.name} chunks", unit="chunk")):
+            self.runner.run_one(stage)
+            stats.append(_read_json(self._stats_path(index)))
+        if self.two is not None:  # every chunk is complete: its first phase has served
+            for tag in self.tags:
+                shutil.rmtree(self.state / f"{tag}{FIRST}", ignore_errors=True)
+                self.runner.marker(f"{tag}{FIRST}").unlink(missing_ok=True)
+        merged = job.merge(stats)
+        _write_if_changed(self.out / STATS_FILE, json.dumps(merged, indent=2) + "\n")
+        return merged
 
+    def _stages(self, counts: list[Stats | None]) -> list[Stage] | None:
+        """Every chunk's stage; None while a two-phase chunk's counts are unknown."""
+        if self.two is None:
+            return [self._chunk(i, None, None) for i in range(len(self.parts))]
+        if any(c is None for c in counts):
+            return None
+        totals = _sum_counts([c for c in counts if c is not None])
+        return [self._chunk(i, counts[i], totals) for i in range(len(self.parts))]
 
-def _run_one(
-    job: ChunkedJob, out: str, part: list[Any], tag: str, fingerprint: str, prepared: tuple[Stats, Stats]
-) -> Stats:
-    """One chunk in its own directory; its files renamed into ``out``; its marker written last (then the
-    first phase's directory of a two-phase job is deleted)."""
-    work = f"{out}/{CHUNKS_DIR}/{tag}"
-    _delete_tree(work)
-    first_phase = f"{work}{PREPARED}"
-    if job.two_phase is None:
-        stats = job.run_part(part, work)
-    else:
-        stats = job.two_phase.finish(first_phase, prepared[0], prepared[1], work)
-    written = [p for p in _matching(work, job.output_patterns) if posixpath.basename(p) != STATS_FILE]
-    targets = [f"{out}/{chunk_file_name(posixpath.basename(p), tag)}" for p in written]
-    FileSystems.rename(written, targets)
-    files = {posixpath.basename(p): s for p, s in sorted(_sizes(targets).items())}
-    marker = {"fingerprint": fingerprint, "files": files, "stats": stats}
-    if job.two_phase is not None:
-        marker[PREPARED_KEY] = prepared[0]
-    _write_json(f"{out}/{CHUNKS_DIR}/{tag}.json", marker)
-    _delete_tree(work)
-    if job.two_phase is not None:
-        FileSystems.delete([first_phase, f"{first_phase}.json"])
-    return stats
+    def _settings(self, index: int, **extra: Any) -> dict[str, Any]:
+        part = [repr(item) for item in self.parts[index]]
+        return {"job": self.job.name, "settings": self.job.settings, "part": part, **extra}
+
+    def _stats_path(self, index: int) -> Path:
+        return self.state / f"{self.tags[index]}.stats.json"
+
+    def _chunk(self, index: int, counts: Stats | None, totals: Stats | None) -> Stage:
+        """Chunk ``index``'s stage (two phases: its draw, with its counts and the totals as settings)."""
+        tag, part = self.tags[index], self.parts[index]
+        outputs = [self.out / chunk_file_name(name, tag) for name in self.job.outputs(part)]
+        extra = {"counts": counts, "totals": totals} if self.two is not None else {}
+
+        def action() -> None:
+            work = self.state / tag
+            shutil.rmtree(work, ignore_errors=True)
+            if self.two is not None:
+                assert counts is not None and totals is not None, "the first phases ran"
+                self.runner.run_one(self._first(index))  # (redone if deleted after an earlier draw)
+                first = str(self.state / f"{tag}{FIRST}")
+                stats = self.two.second(first, counts, totals, str(work))
+            else:
+                stats = self.job.run(part, str(work))
+            for name in self.job.outputs(part):
+                (work / name).rename(self.out / chunk_file_name(name, tag))
+            self._stats_path(index).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+            shutil.rmtree(work)
+
+        return Stage(
+            tag,
+            action,
+            self._settings(index, **extra),
+            tuple(Path(p) for p in self.job.inputs(part)),
+            (*outputs, self._stats_path(index)),
+            f"{self.job.name}: chunk {index + 1} of {len(self.parts)}",
+        )
+
+    def _first(self, index: int) -> Stage:
+        tag, part = self.tags[index], self.parts[index]
+        directory = self.state / f"{tag}{FIRST}"
+
+        def action() -> None:
+            assert self.two is not None, "a two-phase job"
+            counts = self.two.first(part, str(directory))
+            (directory / COUNTS_FILE).write_text(json.dumps(counts, indent=2) + "\n", encoding="utf-8")
+
+        settings = self._settings(index, phase="first")
+        return Stage(
+            f"{tag}{FIRST}", action, settings, tuple(Path(p) for p in self.job.inputs(part)), (directory,)
+        )
+
+    def _recorded_counts(self, index: int) -> Stats | None:
+        """A complete chunk's counts, from its marker: current when the chunk is still complete for the
+        totals it was drawn with (its settings and input unchanged), else None."""
+        record = self.runner.recorded(self.tags[index])
+        settings = record.get("settings") if record else None
+        if not isinstance(settings, dict) or settings.get("counts") is None:
+            return None
+        stage = self._chunk(index, settings["counts"], settings.get("totals"))
+        return dict(settings["counts"]) if self.runner.done(stage) else None
+
+    def _first_phases(self, counts: list[Stats | None]) -> list[Stats | None]:
+        """Every chunk's counts: a complete chunk's recorded ones, else its first phase's."""
+        todo = [i for i, c in enumerate(counts) if c is None]
+        ready = [i for i in todo if self.runner.done(self._first(i))]
+        if ready:
+            log.info(
+                "%s: first phase of %d of %d chunks already complete, skipped",
+                self.job.name,
+                len(ready),
+                len(todo),
+            )
+        found = list(counts)
+        for index in tqdm(todo, desc=f"{self.job.name} chunks, first phase", unit="chunk"):
+            self.runner.run_one(self._first(index))
+            found[index] = _read_json(self.state / f"{self.tags[index]}{FIRST}" / COUNTS_FILE)
+        return found
+
+    def _remove_stale(self, all_complete: bool) -> None:
+        """Delete the job's files in OUT that no chunk of this plan writes (another run's layout), the run's
+        summary files unless every chunk is complete, and everything in ``.chunks`` but this plan's stages
+        (e.g. the work directory of a killed chunk)."""
+        declared = {
+            self.out / chunk_file_name(name, tag)
+            for tag, part in zip(self.tags, self.parts, strict=True)
+            for name in self.job.outputs(part)
+        }
+        stale = [
+            p for pattern in self.job.output_patterns for p in self.out.glob(pattern) if p not in declared
+        ]
+        if not all_complete:
+            stale += [self.out / name for name in (STATS_FILE, *self.job.summary_files)]
+        self.state.mkdir(parents=True, exist_ok=True)
+        suffixes = (".json", ".stats.json", FIRST, f"{FIRST}.json")
+        keep = {f"{tag}{suffix}" for tag in self.tags for suffix in suffixes}
+        stale += [p for p in self.state.iterdir() if p.name not in keep]
+        for path in stale:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def sum_stats(
@@ -351,98 +338,19 @@ def _sum_values(key: str, values: list[Any], setting: bool) -> Any:
     return values[0]
 
 
-# --- the jobs' inputs ------------------------------------------------------------------------------------
+def _sum_counts(counts: list[Stats]) -> Stats:
+    """First-phase counts summed over the chunks (counts only: anything else differs by chunk)."""
+    return sum_stats([{k: v for k, v in c.items() if isinstance(v, dict | int)} for c in counts])
 
 
-def _versions(paths: Sequence[str]) -> dict[str, Any]:
-    """Each input file's metadata (size, modification time), by path."""
-    found = {m.path: m for r in FileSystems.match(sorted(set(paths))) for m in r.metadata_list}
-    missing = sorted(set(paths) - set(found))
-    if missing:
-        raise FileNotFoundError(f"input files not found: {missing[:5]}")
-    return found
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _versioned(job: ChunkedJob, meta: dict[str, Any]) -> ChunkedJob:
-    files = [(p, m.size_in_bytes, m.last_updated_in_seconds) for p, m in sorted(meta.items())]
-    return replace(job, fingerprint=json.dumps([job.fingerprint, files]))
-
-
-def dpr_article(line: bytes) -> str | None:
-    record = parse_dpr_line(line, "")
-    return record.article_id if isinstance(record, Passage) else None
-
-
-def run_read_tasks(
-    job: ChunkedJob,
-    tasks: Sequence[Any],
-    fmt: str,
-    keep_articles_whole: bool,
-    chunk_mb: float | None,
-    pipeline_args: Sequence[str] = (),
-) -> Stats:
-    """``data build`` in chunks of its read tasks (``ramp_data.ReadTask``: a file, or a byte range of one).
-
-    An uncompressed JSONL file (``dpr``, ``jsonl``) larger than a chunk is cut into line ranges; with
-    ``keep_articles_whole`` (DPR input, ``masking.exclude: article``) a cut never falls inside a run of one
-    article's passages, so each passage sees the same siblings as in one pass (wiki-18 keeps an article's
-    passages together). Compressed files and single-stream XML are never cut: each is at most one chunk.
-    """
-    meta = _versions([t.path for t in tasks])
-
-    def weight(task: Any) -> int:
-        size = meta[task.path].size_in_bytes
-        if task.start is not None:
-            size = (size if task.end is None else task.end) - task.start
-        return input_weight(task.path, size)
-
-    def split(items: list[Any], limit: int) -> tuple[list[Any], list[int]]:
-        group_key = dpr_article if keep_articles_whole and fmt == "dpr" else None
-        cut: list[Any] = []
-        for task in items:
-            splittable = (
-                fmt in ("dpr", "jsonl") and task.start is None and not task.path.endswith((".bz2", ".gz"))
-            )
-            if splittable and weight(task) > limit:
-                ranges = line_ranges(task.path, limit, group_key)
-                cut += [replace(task, start=s, end=e, first_line=n) for s, e, n in ranges]
-            else:
-                cut.append(task)
-        return cut, [weight(t) for t in cut]
-
-    return run_chunked(
-        _versioned(job, meta), tasks, [weight(t) for t in tasks], chunk_mb, pipeline_args, split
-    )
-
-
-def run_input_files(
-    job: ChunkedJob, files: Sequence[str], chunk_mb: float | None, pipeline_args: Sequence[str] = ()
-) -> Stats:
-    """A job over whole input files (e.g. ``samples-*.parquet``) in chunks of consecutive files."""
-    meta = _versions(files)
-    weights = [meta[f].size_in_bytes for f in files]
-    return run_chunked(_versioned(job, meta), list(files), weights, chunk_mb, pipeline_args)
-
-
-# --- summing the jobs' stats ---------------------------------------------------------------------------
-
-
-def merge_answerability_stats(parts: Sequence[Stats]) -> Stats:
-    """``data answerability`` stats of chunks: counts summed, answerable fractions recomputed."""
-    merged = sum_stats(parts, frozenset({"answerable_fraction_by_type"}), frozenset({"k", "keep"}))
-    found, checked = merged.get("masks_answerable_by_type", {}), merged.get("masks_checked_by_type", {})
-    fractions = {kind: round(found.get(kind, 0) / total, 4) for kind, total in checked.items() if total}
-    return {k: fractions if k == "answerable_fraction_by_type" else merged[k] for k in parts[0]}
-
-
-def cot_counts(parts: Sequence[Stats]) -> dict[str, int]:
-    """The counts behind ``data cot`` chunk stats (``cot_builder.summarize``'s input), summed: the means
-    are integer sums over ``kept``, so they are recovered exactly."""
-    counts: Counter[str] = Counter()
-    for stats in parts:
-        kept = stats["kept"]
-        counts.update(samples_in=stats["samples_in"], kept=kept, rejected=stats["rejected"])
-        counts.update({f"reason:{r}": n for r, n in stats["rejected_by_reason"].items()})
-        counts["num_searches"] += round(stats["mean_searches_kept"] * kept)
-        counts["score_x1e6"] += round(stats["mean_score_kept"] * 1e6 * kept)
-    return dict(counts)
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole (a temporary file renamed), unless it holds it already."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

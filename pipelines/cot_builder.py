@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from ramp.pipelines.answerability import check_leakage_guard
-from ramp.pipelines.chunks import ChunkedJob, cot_counts, run_input_files
-from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from ramp.pipelines.runner import pipeline_options
+from ramp.pipelines.answerability import check_leakage_guard, index_files
+from ramp.pipelines.chunks import run_chunked
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs, shard_path
+from ramp.pipelines.runner import LOCAL, BeamRun
 from ramp.pipelines.samples_io import ReadSamples
 
 from ramp.cot.builder import TrajectoryBuilder
@@ -147,10 +148,12 @@ class WriteStats(beam.PTransform):
         )
 
 
-def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], output_dir: str, config: CotConfig) -> None:
+def build(pipeline: beam.Pipeline, config: CotConfig, files: Sequence[str], out: str) -> None:
+    """The trajectory job as one pipeline: read samples -> teach and verify -> write trajectories,
+    rejections and ``stats.json`` into ``out``."""
     rows = pipeline | "ReadSamples" >> ReadSamples(files)
     built = rows | "BuildTrajectories" >> BuildTrajectories(config)
-    out, shards = output_dir.rstrip("/"), config.output.num_shards
+    shards = config.output.num_shards
     _ = built[TRAJECTORIES] | "WriteTrajectories" >> WriteParquetShards(
         f"{out}/{TRAJECTORIES}", TRAJECTORY_SCHEMA, shards, lambda row: row["sample_id"]
     )
@@ -161,46 +164,80 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[str], output_dir: st
         rows | "CountIn" >> beam.Map(lambda _: Counter(samples_in=1)),
         built[TRAJECTORIES] | "CountKept" >> beam.Map(_trajectory_counts),
         built[REJECTED] | "CountRejected" >> beam.Map(_rejection_counts),
-    ) | "WriteStats" >> WriteStats(output_dir, config)
+    ) | "WriteStats" >> WriteStats(out, config)
+
+
+@dataclass(frozen=True)
+class CotJob:
+    """``data cot`` for the chunk driver (:class:`ramp.pipelines.chunks.ChunkedJob`): its input files in
+    parts, each a run of :func:`build`."""
+
+    config: CotConfig
+    beam_run: BeamRun
+    name: str = "data cot"
+    output_patterns: tuple[str, ...] = (f"{TRAJECTORIES}-*.parquet", f"{REJECTED}-*.jsonl")
+    summary_files: tuple[str, ...] = ()
+    two_phase: bool = False
+
+    @property
+    def settings(self) -> CotConfig:
+        return self.config
+
+    def inputs(self, part: list[str]) -> list[str]:
+        return [*part, *index_files(self.config.retriever)]
+
+    def outputs(self, part: list[str]) -> list[str]:
+        shards = self.config.output.num_shards
+        files = ((TRAJECTORIES, ".parquet"), (REJECTED, ".jsonl"))
+        return [shard_path(prefix, n, shards, suffix) for prefix, suffix in files for n in range(shards)]
+
+    def run(self, part: list[str], directory: str) -> dict[str, Any]:
+        clear_outputs(directory, OUTPUT_FILES)
+        self.beam_run.run(lambda p: build(p, self.config, part, directory), METRICS_NAMESPACE)
+        with FileSystems.open(
+            f"{directory}/{STATS_FILE}", compression_type=CompressionTypes.UNCOMPRESSED
+        ) as raw:
+            stats: dict[str, Any] = json.loads(raw.read().decode("utf-8"))
+        return stats
+
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(sorted(summarize(_counts(parts), self.config).items()))
+
+
+def _counts(parts: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The counts behind chunk stats (:func:`summarize`'s input), summed: the means are integer sums over
+    ``kept``, so they are recovered exactly."""
+    counts: Counter[str] = Counter()
+    for stats in parts:
+        kept = stats["kept"]
+        counts.update(samples_in=stats["samples_in"], kept=kept, rejected=stats["rejected"])
+        counts.update({f"reason:{r}": n for r, n in stats["rejected_by_reason"].items()})
+        counts["num_searches"] += round(stats["mean_searches_kept"] * kept)
+        counts["score_x1e6"] += round(stats["mean_score_kept"] * 1e6 * kept)
+    return dict(counts)
 
 
 def run_cot(
     samples_dir: str | Path,
     output_dir: str | Path,
     config: CotConfig,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
+    beam_run: BeamRun = LOCAL,
     chunk_mb: float | None = None,
-    files: Sequence[str] | None = None,
     allow_foreign_index: bool = False,
 ) -> dict[str, Any]:
-    """Run the job on any Beam runner (``pipeline_args``; default the local FnApiRunner) and return
+    """Run the job on any Beam runner (``beam_run``; default the local FnApiRunner) and return
     stats.json's content. Paths may be local or on any Beam filesystem; old outputs are replaced.
     Local runs go in chunks of input files of about ``chunk_mb`` megabytes (None: automatic, 0: one
-    pass; ``pipelines.chunks``), each a single pass over its ``files``.
+    pass; :mod:`ramp.pipelines.chunks`), each a run of :func:`build` over its files.
 
     On start, samples (not QA questions) pass the leakage guard of the answerability stage
     (:func:`ramp.pipelines.answerability.check_leakage_guard`; ``allow_foreign_index`` to proceed anyway)."""
     index = config.retriever.index
     if config.retriever.kind == "lucene" and not any(Path(index or "").glob("segments_*")):
         raise FileNotFoundError(f"no Lucene index in {index} (build one with `ramp index build`)")
-    out = str(output_dir).rstrip("/")
-    if files is None:
-        listed = sample_files(samples_dir)
-        if not str(samples_dir).rstrip("/").endswith(".jsonl"):
-            check_leakage_guard(str(samples_dir), config.retriever, allow_foreign_index)
-        job = ChunkedJob(
-            "data cot",
-            out,
-            OUTPUT_FILES,
-            lambda part, part_out: run_cot(samples_dir, part_out, config, workers, pipeline_args, files=part),
-            lambda parts: dict(sorted(summarize(cot_counts(parts), config).items())),
-            config.model_dump_json(),
-        )
-        return run_input_files(job, listed, chunk_mb, pipeline_args)
-    clear_outputs(out, OUTPUT_FILES)
-    with beam.Pipeline(options=pipeline_options(workers, pipeline_args)) as pipeline:
-        build_pipeline(pipeline, files, out, config)
-    with FileSystems.open(f"{out}/{STATS_FILE}", compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        stats: dict[str, Any] = json.loads(raw.read().decode("utf-8"))
-    return stats
+    files = sample_files(samples_dir)
+    if not str(samples_dir).rstrip("/").endswith(".jsonl"):
+        check_leakage_guard(str(samples_dir), config.retriever, allow_foreign_index)
+    sizes = [m.size_in_bytes for r in FileSystems.match(files) for m in r.metadata_list]
+    job = CotJob(config, beam_run)
+    return run_chunked(job, str(output_dir).rstrip("/"), files, sizes, chunk_mb, beam_run.pipeline_args)

@@ -1,33 +1,33 @@
 """The masking pipeline: Wikipedia (DPR JSONL, article JSONL/Parquet, MediaWiki XML) -> RAMP samples.
 
-Stages (each a composite transform): ReadRecords -> SplitArticles (articles) / GroupByArticle (DPR
-passages, only with ``masking.exclude: article``) -> BuildSamples (cheap pre-filter, batched span
-extraction -- spaCy NER or an LLM endpoint -- and eligibility, then the mask draw; with ``masking.k_mix:
-balanced`` the passages are first counted by how many masks they allow, a side input) -> WriteOutputs
-(``samples-*.parquet``, ``passages-*.parquet``, ``rejected-*.jsonl``), then ``stats.json`` and
-``manifest.json`` (the corpus fingerprint and id scheme of the passages, and the config). Rejections
-travel as a tagged output and are counted per reason with Beam Metrics.
+One pipeline (:func:`build`), each stage a composite transform: ReadRecords -> SplitArticles (articles) /
+GroupByArticle (DPR passages, only with ``masking.exclude: article``) -> FindSpans (cheap pre-filter,
+batched span extraction -- spaCy NER or an LLM endpoint -- and eligibility) -> DrawMasks (with
+``masking.k_mix: balanced`` the passages are first counted by how many masks they allow, a side input) ->
+WriteOutputs (``samples-*.parquet``, ``passages-*.parquet``, ``rejected-*.jsonl``), then ``stats.json``
+and ``manifest.json`` (the corpus fingerprint and id scheme of the passages, and the config). Rejections
+travel as a tagged output and are counted per reason with Beam Metrics. :func:`run_build` runs it, in
+chunks on the local runner (:mod:`ramp.pipelines.chunks`, :class:`BuildJob`).
 Nothing here is runner-specific: local runs use the FnApiRunner (``--workers N`` > 1: N processes), other
 runners (Dataflow, Flink, Spark) are chosen with ordinary Beam pipeline options.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import posixpath
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from ramp.pipelines.chunks import ChunkedJob, TwoPhase, run_read_tasks, sum_stats
-from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs
-from ramp.pipelines.runner import count_allowed, counter_totals, pipeline_options, split_allowed
+from ramp.pipelines.chunks import input_weight, run_chunked, sum_stats
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs, shard_path
+from ramp.pipelines.runner import LOCAL, BeamRun, count_allowed, split_allowed
 from ramp.pipelines.samples_io import ReadSamples
 
 from ramp.config import CONFIG_DIR, load_config
@@ -57,7 +57,7 @@ from ramp.data.splitting import split_passages
 from ramp.data.stats import OUTPUT_FILES, compute_stats, output_files, write_stats
 from ramp.data.wikitext import wikitext_to_text
 from ramp.retrieval.indexing import ID_SCHEMES, corpus_fingerprint
-from ramp.retrieval.leakage import write_samples_manifest
+from ramp.retrieval.leakage import read_samples_manifest, write_samples_manifest
 
 METRICS_NAMESPACE = "ramp_data"
 REJECTED = "rejected"
@@ -145,15 +145,9 @@ class ReadTaskFn(beam.DoFn):
 
 
 class ReadRecords(beam.PTransform):
-    def __init__(
-        self, patterns: Sequence[str], config: DataConfig, tasks: Sequence[ReadTask] | None = None
-    ) -> None:
+    def __init__(self, tasks: Sequence[ReadTask], fmt: str) -> None:
         super().__init__()
-        source = config.source
-        self.tasks = (
-            plan_read_tasks(patterns, source.format, source.streams_per_task) if tasks is None else tasks
-        )
-        self.fmt = config.source.format
+        self.tasks, self.fmt = list(tasks), fmt
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         return (
@@ -354,17 +348,6 @@ def _allowed(task: SpanTask, masking: Any) -> int:
     return allowed_masks(task[0].text, task[2], masking)
 
 
-class BuildSamples(beam.PTransform):
-    def __init__(self, config: DataConfig) -> None:
-        super().__init__()
-        self.config = config
-
-    def expand(self, tasks: Any) -> Any:
-        found, filtered = tasks | "FindSpans" >> FindSpans(self.config)
-        masked = found | "Draw" >> DrawMasks(self.config)
-        return masked.samples, (filtered, masked[REJECTED])
-
-
 class WriteOutputs(beam.PTransform):
     """Deterministic shards (``pipelines.io``): samples and passages as Parquet, rejections as JSONL."""
 
@@ -409,10 +392,10 @@ def _rejection_key(rejection: Rejection) -> str:
 
 
 def read_passages(
-    pipeline: beam.Pipeline, patterns: Sequence[str], config: DataConfig, tasks: Sequence[ReadTask] | None
+    pipeline: beam.Pipeline, config: DataConfig, tasks: Sequence[ReadTask], spread: bool = True
 ) -> tuple[Any, Any, list[Any]]:
-    """Passages, passage tasks (spread over workers) and the read/split rejections of the input."""
-    read = pipeline | "ReadRecords" >> ReadRecords(patterns, config, tasks)
+    """Passages, passage tasks (``spread`` over workers) and the read/split rejections of the input."""
+    read = pipeline | "ReadRecords" >> ReadRecords(tasks, config.source.format)
     rejected = [read[REJECTED]]
     if config.source.format == "dpr":
         passages = read.records
@@ -422,28 +405,65 @@ def read_passages(
         passage_tasks = split.passages
         passages = passage_tasks | "Passages" >> beam.Map(lambda task: task[0])
         rejected.append(split[REJECTED])
-    return passages, passage_tasks | "Spread" >> beam.Reshuffle(), rejected
+    if spread:
+        passage_tasks = passage_tasks | "Spread" >> beam.Reshuffle()
+    return passages, passage_tasks, rejected
 
-
-def build_pipeline(
-    pipeline: beam.Pipeline,
-    patterns: Sequence[str],
-    output_dir: str,
-    config: DataConfig,
-    tasks: Sequence[ReadTask] | None = None,
-) -> None:
-    """Wire the masking job into ``pipeline`` (reading ``tasks`` if given, else all of ``patterns``)."""
-    passages, passage_tasks, rejected = read_passages(pipeline, patterns, config, tasks)
-    samples, (filtered, unmasked) = passage_tasks | "BuildSamples" >> BuildSamples(config)
-    all_rejected = [*rejected, filtered, unmasked] | "AllRejected" >> beam.Flatten()
-    outputs = {"samples": samples, "passages": passages, REJECTED: all_rejected}
-    _ = outputs | "WriteOutputs" >> WriteOutputs(output_dir, config)
-
-
-# --- chunks with ``k_mix: balanced``: spans per chunk, then every chunk's masks with the summed counts ---
 
 SPANS = "spans"  # a first phase's span tasks: spans-*.jsonl
 EARLY_REJECTED = "early-rejected"  # ... and its rejections so far: early-rejected-*.jsonl
+Phase = Literal["whole", "spans", "draw"]
+
+
+def build(
+    pipeline: beam.Pipeline,
+    config: DataConfig,
+    tasks: Sequence[ReadTask],
+    out: str,
+    phase: Phase = "whole",
+    first: str = "",
+    passages_by_m: dict[int, int] | None = None,
+    spread: bool = True,
+) -> None:
+    """The masking job as one pipeline: read -> split -> find spans -> draw masks -> write ``out``
+    (``spread``: the passages reshuffled over the workers; one local worker has nothing to spread).
+
+    A two-phase chunk (``k_mix: balanced``, :mod:`ramp.pipelines.chunks`) runs it in halves: ``spans``
+    stops after span finding (writes the passages, the span tasks and the rejections so far, and counts
+    the passages by m); ``draw`` reads those from ``first`` and draws with the corpus-wide
+    ``passages_by_m`` (the passages are the first half's files).
+    """
+    rejected: list[Any] = []
+    passages = None
+    if phase == "draw":
+        spans = (
+            pipeline
+            | "ReadSpans" >> ReadSamples(output_files(first, f"{SPANS}-", ".jsonl"))
+            | "SpanTasks" >> beam.Map(_span_task)
+        )
+        rejected.append(
+            pipeline
+            | "ReadRejected" >> ReadSamples(output_files(first, f"{EARLY_REJECTED}-", ".jsonl"))
+            | "Rejections" >> beam.Map(lambda row: Rejection(**row))
+        )
+    else:
+        passages, passage_tasks, rejected = read_passages(pipeline, config, tasks, spread)
+        spans, filtered = passage_tasks | "FindSpans" >> FindSpans(config)
+        rejected.append(filtered)
+    if phase == "spans":
+        _ = spans | "CountByAllowed" >> beam.FlatMap(_count_allowed, config.masking)
+        _ = spans | "WriteSpans" >> WriteJsonlShards(
+            f"{out}/{SPANS}", config.output.num_shards, lambda t: t[0].passage_id, _span_task_json
+        )
+        early = {"passages": passages, REJECTED: rejected | "EarlyRejected" >> beam.Flatten()}
+        _ = early | "WriteOutputs" >> WriteOutputs(out, config, EARLY_REJECTED)
+        return
+    masked = spans | "Draw" >> DrawMasks(config, passages_by_m)
+    rejected.append(masked[REJECTED])
+    outputs = {"samples": masked.samples, REJECTED: rejected | "AllRejected" >> beam.Flatten()}
+    if passages is not None:  # (a two-phase draw: the first half wrote them)
+        outputs["passages"] = passages
+    _ = outputs | "WriteOutputs" >> WriteOutputs(out, config)
 
 
 def _span_task_json(task: SpanTask) -> str:
@@ -461,118 +481,153 @@ def _count_allowed(task: SpanTask, masking: Any) -> Iterator[Any]:
     return iter(())
 
 
-def _run(pipeline: beam.Pipeline) -> dict[str, int]:
-    result = pipeline.run()
-    result.wait_until_finish()
-    return counter_totals(result, METRICS_NAMESPACE)
-
-
 def _skipped(counters: dict[str, int]) -> dict[str, int]:
     return {n.removeprefix("skipped_"): c for n, c in counters.items() if n.startswith("skipped_")}
 
 
-def find_chunk_spans(
-    patterns: Sequence[str],
-    directory: str,
-    config: DataConfig,
-    tasks: Sequence[ReadTask],
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
-) -> dict[str, Any]:
-    """First phase of a chunk: its passages (final ``passages-*.parquet``), span tasks (``spans-*.jsonl``)
-    and rejections so far into ``directory``; returns its passages counted by m and its skipped pages."""
-    clear_outputs(directory, ["*"])
-    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    passages, passage_tasks, rejected = read_passages(pipeline, patterns, config, tasks)
-    found, filtered = passage_tasks | "FindSpans" >> FindSpans(config)
-    _ = found | "CountByAllowed" >> beam.FlatMap(_count_allowed, config.masking)
-    shards = config.output.num_shards
-    _ = found | "WriteSpans" >> WriteJsonlShards(
-        f"{directory}/{SPANS}", shards, lambda t: t[0].passage_id, _span_task_json
-    )
-    early = [*rejected, filtered] | "EarlyRejected" >> beam.Flatten()
-    outputs = {"passages": passages, REJECTED: early}
-    _ = outputs | "WriteOutputs" >> WriteOutputs(directory, config, EARLY_REJECTED)
-    counters = _run(pipeline)
-    return {"passages_by_m": split_allowed(counters)[0], "skipped": _skipped(counters)}
+@dataclass(frozen=True)
+class BuildJob:
+    """``data build`` for the chunk driver (:class:`ramp.pipelines.chunks.ChunkedJob`): its read tasks in
+    parts, each a run of :func:`build`."""
+
+    config: DataConfig
+    beam_run: BeamRun
+    name: str = "data build"
+    output_patterns: tuple[str, ...] = ("samples-*.parquet", "passages-*.parquet", "rejected-*.jsonl")
+    summary_files: tuple[str, ...] = ("manifest.json", "audit.json")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json")
+
+    @property
+    def two_phase(self) -> bool:
+        return self.config.masking.k_mix == "balanced"  # P(k | m) from the whole input's counts
+
+    def inputs(self, part: list[ReadTask]) -> list[str]:
+        return sorted({task.path for task in part})
+
+    def outputs(self, part: list[ReadTask]) -> list[str]:
+        shards = self.config.output.num_shards
+        files = [("samples", ".parquet"), ("passages", ".parquet"), (REJECTED, ".jsonl")]
+        return [shard_path(prefix, n, shards, suffix) for prefix, suffix in files for n in range(shards)]
+
+    def run(self, part: list[ReadTask], directory: str) -> dict[str, Any]:
+        clear_outputs(directory, OUTPUT_FILES)
+        counters = self.beam_run.run(
+            lambda p: build(p, self.config, part, directory, spread=self.beam_run.parallel), METRICS_NAMESPACE
+        )
+        return _write_stats(directory, _skipped(counters))
+
+    def first(self, part: list[ReadTask], directory: str) -> dict[str, Any]:
+        clear_outputs(directory, ["*"])
+        counters = self.beam_run.run(
+            lambda p: build(p, self.config, part, directory, "spans", spread=self.beam_run.parallel),
+            METRICS_NAMESPACE,
+        )
+        return {"passages_by_m": split_allowed(counters)[0], "skipped": _skipped(counters)}
+
+    def second(
+        self, first: str, counts: dict[str, Any], totals: dict[str, Any], directory: str
+    ) -> dict[str, Any]:
+        clear_outputs(directory, OUTPUT_FILES)
+        passages = output_files(first, "passages-", ".parquet")
+        FileSystems.copy(passages, [f"{directory}/{posixpath.basename(p)}" for p in passages])
+        by_m = {int(m): n for m, n in totals["passages_by_m"].items()}
+        self.beam_run.run(
+            lambda p: build(p, self.config, (), directory, "draw", first, by_m), METRICS_NAMESPACE
+        )
+        return _write_stats(directory, counts["skipped"])
+
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        return sum_stats(parts)
+
+    def weights(self, tasks: Sequence[ReadTask]) -> list[int]:
+        """Each task's input bytes (compressed ones counted expanded)."""
+        sizes = _sizes([task.path for task in tasks])
+        return [input_weight(t.path, (t.end or sizes[t.path]) - (t.start or 0)) for t in tasks]
+
+    def split(self, tasks: list[ReadTask], limit: int) -> tuple[list[ReadTask], list[int]]:
+        """Uncompressed JSONL tasks over ``limit`` bytes cut into line ranges (DPR with ``exclude: article``
+        never inside an article's run of passages); compressed files and single-stream XML stay whole."""
+        fmt = self.config.source.format
+        group_key = dpr_article if fmt == "dpr" and self.config.masking.exclude == "article" else None
+        cut: list[ReadTask] = []
+        for task, weight in zip(tasks, self.weights(tasks), strict=True):
+            splittable = (
+                fmt in ("dpr", "jsonl") and task.start is None and not task.path.endswith((".bz2", ".gz"))
+            )
+            if splittable and weight > limit:
+                cut += [ReadTask(task.path, s, e, n) for s, e, n in line_ranges(task.path, limit, group_key)]
+            else:
+                cut.append(task)
+        return cut, self.weights(cut)
 
 
-def draw_chunk_masks(
-    first: str,
-    prepared: dict[str, Any],
-    totals: dict[str, Any],
-    directory: str,
-    config: DataConfig,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Second phase of a chunk: the masks of its span tasks (``first``) drawn with the corpus-wide
-    counts by m (``totals``), into ``directory`` with its passages and all its rejections; its stats."""
-    clear_outputs(directory, OUTPUT_FILES)
-    passages = output_files(first, "passages-", ".parquet")
-    FileSystems.copy(passages, [f"{directory}/{posixpath.basename(p)}" for p in passages])
-    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    spans = (
-        pipeline
-        | "ReadSpans" >> ReadSamples(output_files(first, f"{SPANS}-", ".jsonl"))
-        | "SpanTasks" >> beam.Map(_span_task)
-    )
-    early = (
-        pipeline
-        | "ReadRejected" >> ReadSamples(output_files(first, f"{EARLY_REJECTED}-", ".jsonl"))
-        | "Rejections" >> beam.Map(lambda row: Rejection(**row))
-    )
-    by_m = {int(m): n for m, n in totals["passages_by_m"].items()}
-    masked = spans | "Draw" >> DrawMasks(config, by_m)
-    rejected = (early, masked[REJECTED]) | "AllRejected" >> beam.Flatten()
-    _ = {"samples": masked.samples, REJECTED: rejected} | "WriteOutputs" >> WriteOutputs(directory, config)
-    _run(pipeline)
-    stats = compute_stats(directory, prepared["skipped"])
+def _write_stats(directory: str, skipped: dict[str, int]) -> dict[str, Any]:
+    stats = compute_stats(directory, skipped)
     write_stats(directory, stats)
     return stats
+
+
+def _sizes(paths: Sequence[str]) -> dict[str, int]:
+    """Each input file's size, by path."""
+    found = {m.path: m.size_in_bytes for r in FileSystems.match(sorted(set(paths))) for m in r.metadata_list}
+    missing = sorted(set(paths) - set(found))
+    if missing:
+        raise FileNotFoundError(f"input files not found: {missing[:5]}")
+    return found
+
+
+def dpr_article(line: bytes) -> str | None:
+    record = parse_dpr_line(line, "")
+    return record.article_id if isinstance(record, Passage) else None
+
+
+def line_ranges(
+    path: str, limit: int, group_key: Callable[[bytes], str | None] | None = None
+) -> list[tuple[int, int | None, int]]:
+    """An uncompressed line file cut into ``(start, end, first_line)`` byte ranges of about ``limit`` bytes.
+
+    Cuts fall at line starts (``end`` None: to the end of the file; ``first_line`` numbers from 1). With
+    ``group_key``, a cut never separates consecutive lines of the same non-None key (e.g. the passages of one
+    article), so a range may run past ``limit`` to the end of its group.
+    """
+    ranges: list[tuple[int, int | None, int]] = []
+    start, first_line, position, previous = 0, 1, 0, None
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        for line_no, line in enumerate(iter_lines(decompressed_chunks(raw, path)), start=1):
+            reached = position - start >= limit  # a cut may fall before this line
+            near = reached or position + len(line) + 1 - start >= limit  # ... or before the next
+            key = group_key(line) if group_key is not None and near else None
+            if reached and (key is None or key != previous):
+                ranges.append((start, position, first_line))
+                start, first_line = position, line_no
+            position += len(line) + 1
+            previous = key
+    ranges.append((start, None, first_line))
+    return ranges
 
 
 def run_build(
     patterns: Sequence[str],
     output_dir: str,
     config: DataConfig,
-    workers: int = 1,
-    pipeline_args: Sequence[str] = (),
+    beam_run: BeamRun = LOCAL,
     chunk_mb: float | None = None,
-    tasks: Sequence[ReadTask] | None = None,
 ) -> dict[str, Any]:
-    """Run the job to completion, write ``stats.json`` and return it. Local runs go in chunks of about
-    ``chunk_mb`` input megabytes (None: automatic, 0: one pass; ``pipelines.chunks``), each a single pass
-    over its read ``tasks``."""
-    if tasks is None:
-        source = config.source
-        two_phase = None
-        if config.masking.k_mix == "balanced":  # P(k | m) from the whole corpus's counts, as in one pass
-            two_phase = TwoPhase(
-                lambda part, out: find_chunk_spans(patterns, out, config, part, workers, pipeline_args),
-                lambda first, prepared, totals, out: draw_chunk_masks(
-                    first, prepared, totals, out, config, workers, pipeline_args
-                ),
-            )
-        job = ChunkedJob(
-            "data build",
-            output_dir,
-            OUTPUT_FILES,
-            lambda part, out: run_build(patterns, out, config, workers, pipeline_args, tasks=part),
-            sum_stats,
-            config.model_dump_json(),
-            two_phase,
-        )
-        planned = plan_read_tasks(patterns, source.format, source.streams_per_task)
-        whole = config.masking.exclude == "article"
-        stats = run_read_tasks(job, planned, source.format, whole, chunk_mb, pipeline_args)
-        write_samples_manifest(output_dir, samples_manifest(output_dir, patterns, config))
-        return stats
-    clear_outputs(output_dir, OUTPUT_FILES)
-    pipeline = beam.Pipeline(options=pipeline_options(workers, pipeline_args))
-    build_pipeline(pipeline, patterns, output_dir, config, tasks)
-    stats = compute_stats(output_dir, _skipped(_run(pipeline)))
-    write_stats(output_dir, stats)
+    """Run the masking job over ``patterns`` into ``output_dir`` and return its ``stats.json``. Local runs
+    go in chunks of about ``chunk_mb`` input megabytes (None: automatic, 0: one pass;
+    :mod:`ramp.pipelines.chunks`), each a run of :func:`build` over its read tasks."""
+    source = config.source
+    tasks = plan_read_tasks(patterns, source.format, source.streams_per_task)
+    job = BuildJob(config, beam_run)
+    stats = run_chunked(
+        job, output_dir, tasks, job.weights(tasks), chunk_mb, beam_run.pipeline_args, job.split
+    )
+    manifest = samples_manifest(output_dir, patterns, config)
+    if read_samples_manifest(output_dir) != manifest:
+        write_samples_manifest(output_dir, manifest)
     return stats
 
 
@@ -590,29 +645,7 @@ def samples_manifest(output_dir: str, patterns: Sequence[str], config: DataConfi
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--input", action="append", required=True, help="file or glob (repeatable)")
-    parser.add_argument("--format", choices=["dpr", "jsonl", "parquet", "xml"])
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--config", default=None, help=f"YAML file (default {DEFAULT_CONFIG})")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--chunk-mb", type=float, default=None, help="input MB per local chunk (0: one pass)")
-    return parser.parse_known_args(argv)
-
-
 def load_data_config(config: str | None, fmt: str | None, overrides: Sequence[str]) -> DataConfig:
+    """``configs/data.yaml`` (or ``config``) with ``overrides`` and the input ``fmt``."""
     extra = [f"source.format={fmt}"] if fmt else []
     return load_config(DataConfig, config or DEFAULT_CONFIG, [*overrides, *extra])
-
-
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command-line entry: ``python -m pipelines.ramp_data --input ... --output ... [beam options]``."""
-    args, pipeline_args = parse_args(argv)
-    config = load_data_config(args.config, args.format, args.overrides)
-    return run_build(args.input, args.output, config, args.workers, pipeline_args, args.chunk_mb)
-
-
-if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import apache_beam as beam
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -37,6 +39,30 @@ def pipeline_options(workers: int, extra_args: Sequence[str] = ()) -> PipelineOp
         if workers > 1:
             defaults.update(direct_running_mode="multi_processing", direct_num_workers=workers)
     return PipelineOptions(list(extra_args), **defaults)
+
+
+@dataclass(frozen=True)
+class BeamRun:
+    """How a job's pipelines run: local worker processes and Beam pipeline options (e.g. a runner)."""
+
+    workers: int = 1
+    pipeline_args: tuple[str, ...] = ()
+
+    @property
+    def parallel(self) -> bool:
+        """More than one worker: several local processes, or a remote runner."""
+        return self.workers > 1 or not is_local_runner(self.pipeline_args)
+
+    def run(self, build: Callable[[beam.Pipeline], object], namespace: str) -> dict[str, int]:
+        """Wire a pipeline with ``build``, run it to the end and return its counters of ``namespace``."""
+        pipeline = beam.Pipeline(options=pipeline_options(self.workers, self.pipeline_args))
+        build(pipeline)
+        result = pipeline.run()
+        result.wait_until_finish()
+        return counter_totals(result, namespace)
+
+
+LOCAL = BeamRun()  # the default: one local worker process, FnApiRunner
 
 
 def counter_totals(result: Any, namespace: str) -> dict[str, int]:

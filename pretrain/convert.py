@@ -112,9 +112,11 @@ def mcore_logits(ckpt: str | Path, ids: torch.Tensor) -> torch.Tensor:
         shape, transformer_config(shape, tp=tp), vocab_size=meta["padded_vocab_size"], parallel_output=False
     ).eval()
     load_model(model, directory)
+    device = next(model.parameters()).device  # the CPU, or the GPU megatron built the model on
+    ids = ids.to(device)
     s = ids.shape[1]
-    causal = ~torch.ones(s, s, dtype=torch.bool).tril()[None, None]
-    positions = torch.arange(s)[None].expand_as(ids)
+    causal = ~torch.ones(s, s, dtype=torch.bool, device=device).tril()[None, None]
+    positions = torch.arange(s, device=device)[None].expand_as(ids)
     with torch.no_grad():
         logits = model(ids, positions, causal)
     return logits[..., : shape.vocab_size].float()

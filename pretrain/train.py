@@ -6,20 +6,22 @@ config, megatron ``DistributedDataParallel`` with ``finalize_model_grads``, the 
 ``sum(per-token loss × loss mask) / sum(loss mask)`` over the global batch (megatron's per-token
 loss: each rank backpropagates its masked sum and ``finalize_model_grads`` divides the all-reduced
 gradients by the global mask count), cosine LR with warmup, gradient clipping, ``dist_checkpointing``
-save/resume and MLflow logging.
+save/resume and MLflow logging. With ``train.logits: loss`` the output layer and the cross entropy run
+only where the loss mask is 1 (``ramp.train.model.gpt_model_class``): same loss, same gradients.
 
 CPU (tests, demo): a hand micro-batch loop and ``torch.optim.AdamW`` (megatron's optimizer, its
-pipeline schedules and activation recomputation need CUDA); the attention mask is always explicit
-and block-diagonal per packed conversation. GPU: megatron's optimizer (optionally distributed),
-``get_forward_backward_func`` schedules, optional recomputation, bf16. With the TE spec the mask is
-TE's causal one, so packed conversations see earlier conversations of their row (labels across a
-boundary still carry no loss); the local spec (``model`` on CPU) resets attention at boundaries.
+pipeline schedules and activation recomputation need CUDA). GPU: megatron's optimizer (optionally
+distributed), ``get_forward_backward_func`` schedules, optional recomputation, bf16. Attention
+(``ramp.train.model.packed_rows_loss``): on the CPU the padding is dropped and each packed conversation is
+one causal SDPA call (``ramp.train.attention``); on a GPU the local spec takes the block-diagonal mask in
+one SDPA call per layer, and the TE spec its own causal mask, so packed conversations see earlier
+conversations of their row (labels across a boundary still carry no loss).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,11 +40,13 @@ from ramp.train.checkpoint import (
 )
 from ramp.train.config import PretrainConfig
 from ramp.train.flops import peak_flops, train_flops_per_token
+from ramp.train.health import HealthMonitor, guard_optimizer, last_good_checkpoint
 from ramp.train.model import (
     Qwen2Shape,
     build_gpt_model,
-    causal_segment_mask,
+    packed_rows_loss,
     padded_vocab_size,
+    te_spec_available,
     transformer_config,
 )
 from ramp.train.parallel import ParallelInfo, init_parallel, shutdown_parallel
@@ -62,6 +66,12 @@ def run_training(config: PretrainConfig, config_text: str | None = None) -> dict
         return Trainer(config, info, config_text).run()
     finally:
         shutdown_parallel()
+
+
+def train_log_name() -> str:
+    """``pretrain-train`` (``-rankN`` under torchrun with several processes): the log of this process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return "pretrain-train" if world == 1 else f"pretrain-train-rank{os.environ.get('RANK', '0')}"
 
 
 def _barrier() -> None:
@@ -107,8 +117,13 @@ class Trainer:
             recompute=par.recompute,
             sequence_parallel=par.sequence_parallel,
         )
+        self.local_spec = not te_spec_available()
         self.model = build_gpt_model(
-            self.shape, self.tc, vocab_size=self.padded_vocab, max_sequence_length=self.seq_length
+            self.shape,
+            self.tc,
+            vocab_size=self.padded_vocab,
+            max_sequence_length=self.seq_length,
+            use_te=not self.local_spec,
         )
         if self.cuda:
             self.model.cuda()
@@ -238,8 +253,10 @@ class Trainer:
             yield _collate([dataset[start + k * mbs + i] for i in range(mbs)], device)
 
     def _forward(self, ddp: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = causal_segment_mask(batch["segment_ids"])
-        return ddp(batch["tokens"], batch["position_ids"], mask, labels=batch["labels"])
+        # per conversation on the CPU's local spec; on a GPU one (masked or TE-causal) call per layer
+        return packed_rows_loss(
+            ddp, batch, logits=self.config.train.logits, per_conversation=self.local_spec and not self.cuda
+        )
 
     def _cpu_step(
         self, ddp: Any, optimizer: Any, batches: Iterator[dict[str, torch.Tensor]]
@@ -351,7 +368,7 @@ class Trainer:
         )
         self.tc.finalize_model_grads_func = finalize_model_grads
         self.tc.no_sync_func = ddp.no_sync
-        optimizer = self._optimizer(ddp)
+        optimizer = guard_optimizer(self._optimizer(ddp), cfg.train.health)
         start = self._resume(optimizer)
         dataset = build_train_dataset(
             cfg.data.blend,
@@ -363,8 +380,13 @@ class Trainer:
         flops = train_flops_per_token(self.shape, self.seq_length)
         peak = peak_flops(torch.cuda.get_device_name()) if self.cuda else None
         losses: dict[int, float] = {}
-        timing = {"tokens": 0.0, "seconds": 0.0}
+        timing = {"tokens": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
         tracker = _Tracker(cfg, self.config_text, start) if self.logging_rank else None
+        health = HealthMonitor(
+            cfg.train.health,
+            lambda: last_good_checkpoint(latest_iteration(cfg.checkpoint.dir), cfg.checkpoint.dir),
+            tracker.log if tracker is not None else None,
+        )
         try:
             stop = min(cfg.train.stop_at or cfg.train.steps, cfg.train.steps)
             bar = tqdm(range(start, stop), "train", total=stop, initial=start, disable=not self.logging_rank)
@@ -378,7 +400,7 @@ class Trainer:
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                began = time.perf_counter()
+                began, cpu_began = time.perf_counter(), time.process_time()
                 batches = list(self._micro_batches(dataset, step))
                 batch_tokens = float(sum((b["segment_ids"] >= 0).sum() for b in batches))  # non-pad
                 step_fn = self._gpu_step if self.cuda else self._cpu_step
@@ -386,13 +408,16 @@ class Trainer:
                 totals = torch.stack([loss_sum, count, torch.tensor(batch_tokens, dtype=torch.float64)])
                 totals = totals.to(self.info.device)
                 dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
-                seconds = time.perf_counter() - began
+                seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
                 loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
                 tokens = float(totals[2])
                 if step > start:  # the first step warms up
                     timing["tokens"] += tokens
                     timing["seconds"] += seconds
+                    timing["cpu_seconds"] += cpu_seconds
                 losses[step + 1] = loss
+                health.check(step + 1, loss=loss, grad_norm=grad_norm)  # stop: raises before the save
+                health_metrics = health.end_step()
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if tracker is not None and ((step + 1) % cfg.tracking.log_interval == 0 or step + 1 == stop):
                     metrics = {
@@ -401,12 +426,11 @@ class Trainer:
                         "grad_norm": grad_norm,
                         "tokens_per_s": tokens / seconds,
                         "loss_tokens": float(totals[1]),
+                        **health_metrics,
                     }
                     if peak:
                         metrics["mfu"] = tokens / seconds * flops / (peak * self.info.world_size)
                     tracker.log(metrics, step + 1)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {step + 1}")
                 if (step + 1) % cfg.checkpoint.save_interval == 0 or step + 1 == stop:
                     self._save(step + 1, optimizer)
         finally:
@@ -417,6 +441,9 @@ class Trainer:
             "steps": cfg.train.steps,
             "losses": losses if self.logging_rank else {},
             "tokens_per_s": timing["tokens"] / timing["seconds"] if timing["seconds"] else None,
+            # per second of this process's CPU time (all its threads): steadier than tokens_per_s on a shared
+            # machine
+            "tokens_per_cpu_s": timing["tokens"] / timing["cpu_seconds"] if timing["cpu_seconds"] else None,
             "run_id": tracker.run_id if tracker is not None else None,
             "world_size": self.info.world_size,
             "dp": self.dp,

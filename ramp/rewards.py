@@ -1,5 +1,21 @@
-"""Rewards for RAMP and QA rollouts: answer scores, the format validator, a reward-hacking guard and an
-LLM judge (MaskSearch's model-based reward).
+"""Rewards for RAMP and QA rollouts: answer scores, the format validator, a reward-hacking guard, an
+LLM judge (MaskSearch's model-based reward), and the rewards of the neighbouring systems' recipes.
+
+``RewardConfig.kind`` picks the reward of a response:
+
+- ``weighted`` (default, MaskSearch's line): ``answer_weight`` × guarded answer score (``metric``) +
+  ``format_weight`` × format (``format_reward``), the answer gated by the format (``require_format``);
+- ``exact_match`` (Search-R1): 1 when the last answer matches a gold exactly (normalised), else 0; no
+  format term;
+- ``research`` (ReSearch): 0 for a response that breaks ReSearch's format rule (``research_format``);
+  else the answer's F1, or 0.1 when that F1 is 0;
+- ``r1_searcher_stage1`` (R1-Searcher, stage 1): 0.5 when the response searched at least once + 0.5
+  when it is well formed (``format_reward``); the answer earns nothing;
+- ``r1_searcher_stage2`` (R1-Searcher, stage 2): the answer's F1, minus 2 when it is not well formed.
+
+R1-Searcher++'s group reward for using fewer searches (``fewest_searches``, :func:`fewest_searches_bonus`)
+adds to any kind; it needs the whole group of a prompt's responses, so the RL episode scoring applies it.
+The guard and ``require_format`` belong to ``weighted``; the recipes' kinds are the papers' rules.
 
 Hacking guard: token recall alone pays an answer that lists many candidates ("Paris London Rome …").
 ``RewardConfig.guard`` picks the counter-measure, applied per fill:
@@ -42,7 +58,25 @@ RAMP_PROFILE: Profile = "ramp"  # mask fills: agrees with answerability, the bui
 QA_PROFILE: Profile = "squad"  # QA answers: the official HotpotQA/SQuAD rule, as in evaluation
 
 
+RewardKind = Literal["weighted", "exact_match", "research", "r1_searcher_stage1", "r1_searcher_stage2"]
+RESEARCH_FORMAT_ONLY = 0.1  # ReSearch: a well-formed response whose answer has F1 0
+R1_SEARCHER_STAGE1 = 0.5  # R1-Searcher stage 1: for searching at least once, and for the format
+R1_SEARCHER_FORMAT_PENALTY = 2.0  # R1-Searcher stage 2: subtracted from an ill-formed response's F1
+
+
+class FewestSearchesConfig(StrictModel):
+    """R1-Searcher++'s group reward: among a group's correct responses (answer score >= ``correct_at``),
+    those with the fewest searches get min(``scale`` × σ², ``cap``), σ the std of the correct ones' search
+    counts."""
+
+    enable: bool = False
+    scale: float = Field(default=2.0, ge=0)
+    cap: float | None = Field(default=None, ge=0)  # None: no cap
+    correct_at: float = Field(default=1.0, gt=0, le=1)
+
+
 class RewardConfig(StrictModel):
+    kind: RewardKind = "weighted"
     answer_weight: float = 1.0
     format_weight: float = 0.2
     require_format: bool = True  # an ill-formed response earns no answer reward
@@ -51,6 +85,7 @@ class RewardConfig(StrictModel):
     length_ratio: float = Field(default=2.0, gt=0)
     length_slack: int = Field(default=2, ge=0)
     precision_floor: float = Field(default=0.3, ge=0, le=1)
+    fewest_searches: FewestSearchesConfig = FewestSearchesConfig()
 
 
 def _best_gold_tokens(prediction: str, golds: Golds, profile: Profile) -> tuple[list[str], list[str]]:
@@ -153,10 +188,29 @@ def format_reward(text: str, num_masks: int | None = None, *, with_results: bool
     return 1.0
 
 
+def research_format(text: str) -> float:
+    """1.0 if ``text`` passes ReSearch's format rule, else 0.0: every block closed and none nested, at least
+    one think block, exactly one answer block, and every search block followed by its result block before
+    the next search. Text outside the blocks is allowed. (ReSearch also wants the answer in ``\\boxed{}``;
+    the project's protocol has no box, so the answer block's text is the answer.)"""
+    parsed = parse_response(text)
+    if not parsed.all_closed or parsed.nested or not parsed.thinks or len(parsed.answers) != 1:
+        return 0.0
+    pending_search = False
+    for block in parsed.blocks:
+        if block.tag == "search":
+            if pending_search:
+                return 0.0
+            pending_search = True
+        elif block.tag == "result":
+            pending_search = False
+    return 0.0 if pending_search else 1.0
+
+
 @dataclass(frozen=True)
 class RewardBreakdown:
-    answer: float  # guarded answer score in [0, 1]
-    format: float  # 0 or 1
+    answer: float  # answer score in [0, 1] (weighted: guarded and format-gated)
+    format: float  # 0 or 1: the format rule of the reward's kind
     total: float
 
 
@@ -176,18 +230,69 @@ def combined_reward(
     """
     cfg = config or RewardConfig()
     fmt = format_reward(text, num_masks, with_results=with_results)
-    answer = parse_response(text).answer
+    parsed = parse_response(text)
+    if cfg.kind == "weighted":
+        score = _answer(parsed.answer, golds, num_masks, cfg.metric, cfg)
+        if cfg.require_format and fmt == 0.0:
+            score = 0.0
+        return RewardBreakdown(
+            answer=score, format=fmt, total=cfg.answer_weight * score + cfg.format_weight * fmt
+        )
+    if cfg.kind == "exact_match":
+        score = _answer(parsed.answer, golds, num_masks, "exact_match")
+        return RewardBreakdown(answer=score, format=fmt, total=score)
+    f1_score = _answer(parsed.answer, golds, num_masks, "f1")
+    if cfg.kind == "research":
+        fmt = research_format(text)
+        total = (f1_score if f1_score > 0 else RESEARCH_FORMAT_ONLY) if fmt else 0.0
+        return RewardBreakdown(answer=f1_score, format=fmt, total=total)
+    if cfg.kind == "r1_searcher_stage1":
+        searched = float(bool(parsed.searches))
+        total = R1_SEARCHER_STAGE1 * searched + R1_SEARCHER_STAGE1 * fmt
+        return RewardBreakdown(answer=f1_score, format=fmt, total=total)
+    return RewardBreakdown(
+        answer=f1_score, format=fmt, total=f1_score - R1_SEARCHER_FORMAT_PENALTY * (1.0 - fmt)
+    )
+
+
+def _answer(
+    answer: str | None,
+    golds: Sequence[Golds],
+    num_masks: int | None,
+    metric: MetricName,
+    config: RewardConfig | None = None,
+) -> float:
+    """The answer's score: per mask (RAMP, profile ``ramp``) or against the question's golds (QA)."""
     if num_masks is not None:
         fills = parse_mask_fills(answer, num_masks)
-        score = ramp_answer_score(fills, golds, cfg.metric, cfg, profile=RAMP_PROFILE)
-    else:
-        flat = [g for gold in golds for g in ([gold] if isinstance(gold, str) else gold)]
-        score = qa_reward(answer, flat, cfg.metric, cfg, profile=QA_PROFILE)
-    if cfg.require_format and fmt == 0.0:
-        score = 0.0
-    return RewardBreakdown(
-        answer=score, format=fmt, total=cfg.answer_weight * score + cfg.format_weight * fmt
-    )
+        return ramp_answer_score(fills, golds, metric, config, profile=RAMP_PROFILE)
+    flat = [g for gold in golds for g in ([gold] if isinstance(gold, str) else gold)]
+    return qa_reward(answer, flat, metric, config, profile=QA_PROFILE)
+
+
+def fewest_searches_bonus(
+    answers: Sequence[float], searches: Sequence[int], group_ids: Sequence[str], config: FewestSearchesConfig
+) -> list[float]:
+    """R1-Searcher++'s group reward, per response: within each group (one prompt's responses), over the
+    correct ones (answer >= ``correct_at``), σ is the (population) std of their search counts, and each
+    correct response with the group's fewest searches gets min(scale × σ², cap); every other response 0.
+    A group whose correct responses all searched equally (σ = 0) gets nothing."""
+    if not len(answers) == len(searches) == len(group_ids):
+        raise ValueError("answers, searches and group_ids must have one entry per response")
+    correct: dict[str, list[int]] = {}
+    for gid, answer, count in zip(group_ids, answers, searches, strict=True):
+        if answer >= config.correct_at:
+            correct.setdefault(gid, []).append(count)
+    bonus = []
+    for gid, answer, count in zip(group_ids, answers, searches, strict=True):
+        counts = correct.get(gid, [])
+        if answer < config.correct_at or count != min(counts):
+            bonus.append(0.0)
+            continue
+        mean = sum(counts) / len(counts)
+        value = config.scale * sum((c - mean) ** 2 for c in counts) / len(counts)
+        bonus.append(value if config.cap is None else min(value, config.cap))
+    return bonus
 
 
 _VERDICT = re.compile(r"verdict\s*[:：]\s*\**\s*(correct|incorrect)\b", re.IGNORECASE)

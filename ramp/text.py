@@ -16,6 +16,7 @@ import functools
 import re
 import string
 import unicodedata
+from itertools import compress
 from typing import Literal
 
 Profile = Literal["squad", "ramp"]
@@ -216,6 +217,14 @@ def content_key(word: str) -> str:
     return "" if key in STOP_WORDS or (len(key) < 2 and not key.isdigit()) else key
 
 
+def content_words(text: str) -> tuple[tuple[int, int, str], ...]:
+    """``(start, end, key)`` of each content word of ``text`` (see :func:`content_key`), in order."""
+    matches = list(_WORD.finditer(text))
+    keys = list(map(content_key, map(re.Match.group, matches)))
+    found = zip(map(re.Match.start, matches), map(re.Match.end, matches), keys, strict=True)
+    return tuple(compress(found, keys))
+
+
 def content_tokens(text: str) -> list[str]:
     """The content words of ``text`` (see :func:`content_key`), in order."""
-    return [key for a, b in word_spans(text) if (key := content_key(text[a:b]))]
+    return [key for key in map(content_key, _WORD.findall(text)) if key]

@@ -7,11 +7,17 @@ Java starts when a fixture first searches or indexes (:mod:`ramp.retrieval.jvm`)
 from __future__ import annotations
 
 import bz2
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ramp.pipelines.dense_index import build_dense_index
 
+from ramp.retrieval.base import Retriever
+from ramp.retrieval.config import RetrieverConfig, build_retriever
+from ramp.retrieval.dense import FaissSpec
+from ramp.retrieval.encoder import resolve_spec
 from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever
 
@@ -83,3 +89,43 @@ def small_enwiki_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 break
         dst.write("</mediawiki>\n")
     return out
+
+
+# The ids the leak tests name, plus neighbours: a corpus small enough to encode in seconds.
+SMALL_IDS = frozenset({*map(str, range(24)), "100", "306", "500", "747", "748"})
+KINDS = ("lucene", "dense", "hybrid")
+
+
+@pytest.fixture(scope="session")
+def small_corpus(wiki18_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wiki-18 sample's passages with ids in :data:`SMALL_IDS` (29), as JSONL."""
+    out = tmp_path_factory.mktemp("small-corpus") / "wiki18-small.jsonl"
+    lines = wiki18_corpus.read_text(encoding="utf-8").splitlines()
+    out.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["id"] in SMALL_IDS), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_indexes(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A BM25 and a dense (all-MiniLM-L6-v2, flat; the real Beam job) index of :func:`small_corpus`."""
+    root = tmp_path_factory.mktemp("small-indexes")
+    build_index([small_corpus], root / "lucene", threads=1, shards=1, progress=False)
+    build_dense_index([small_corpus], root / "dense", resolve_spec("minilm"), FaissSpec(), num_shards=2)
+    return {"lucene": root / "lucene", "dense": root / "dense"}
+
+
+def kind_config(kind: str, indexes: dict[str, Path]) -> RetrieverConfig:
+    """The ``RetrieverConfig`` of ``kind`` over :func:`small_indexes`."""
+    if kind == "hybrid":
+        return RetrieverConfig(
+            kind="hybrid", index=str(indexes["lucene"]), dense_index=str(indexes["dense"]), threads=1
+        )
+    return RetrieverConfig(kind=kind, index=str(indexes[kind]), threads=1)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def any_retriever(request: pytest.FixtureRequest, small_indexes: dict[str, Path]) -> Iterator[Retriever]:
+    """Each retriever kind over :func:`small_corpus` in turn (tests using it run once per kind)."""
+    retriever = build_retriever(kind_config(request.param, small_indexes))
+    yield retriever
+    retriever.close()

@@ -1,4 +1,5 @@
-"""Bounded-memory local runs (``pipelines.chunks``): the Beam jobs over their input in chunks.
+"""Bounded-memory local runs (``pipelines.chunks``): the Beam jobs over their input in chunks, each chunk a
+stage of ``ramp.stages``.
 
 Real parts throughout: the FnApiRunner, spaCy, a Lucene index, a killed subprocess. The build input is 200
 wiki-18 lines plus an unparseable line and a blank line, cut into three chunks of about 47 KB.
@@ -21,18 +22,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from ramp.pipelines.answerability import run_answerability
-from ramp.pipelines.chunks import (
-    chunk_file_name,
-    cot_counts,
-    dpr_article,
-    line_ranges,
-    merge_answerability_stats,
-    pack,
-    sum_stats,
-)
-from ramp.pipelines.ramp_data import load_data_config, run_build
-from ramp.pipelines.runner import is_local_runner
+from ramp.pipelines.answerability import AnswerabilityJob, run_answerability
+from ramp.pipelines.chunks import chunk_file_name, pack, sum_stats
+from ramp.pipelines.cot_builder import CotJob, run_cot
+from ramp.pipelines.ramp_data import dpr_article, line_ranges, load_data_config, run_build
+from ramp.pipelines.runner import LOCAL, is_local_runner
 
 from ramp.config import load_config
 from ramp.cot.config import CotConfig
@@ -44,9 +38,21 @@ CHUNK_MB = 0.045  # ~47 KB: the 136 KB input makes three chunks
 
 
 def _tree(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` (hidden chunk markers too), by relative path."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
-    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
+    """Every file under ``directory`` by relative path (the CLI's Beam logs aside): its bytes, a chunk
+    marker's fingerprint (markers also hold run times and input modification times)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.parent.name != "logs")
+    return {
+        str(p.relative_to(directory)): (
+            json.loads(p.read_text())["fingerprint"].encode()
+            if re.fullmatch(r"c\d{4}(\.first)?\.json", p.name)
+            else p.read_bytes()
+        )
+        for p in files
+    }
+
+
+def _mtimes(directory: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in directory.rglob("*")}
 
 
 def _rows(directory: Path, prefix: str) -> list[dict[str, Any]]:
@@ -115,6 +121,81 @@ def test_helpers() -> None:
         sum_stats([{"k": "x"}, {"k": "y"}])
 
 
+class _ToyJob:
+    """A two-phase job without Beam: each file's line count, then each file written with the total."""
+
+    name, output_patterns, summary_files, two_phase = "toy", ("out-*.txt",), (), True
+    settings = {"suffix": "lines"}
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def inputs(self, part: list[str]) -> list[str]:
+        return part
+
+    def outputs(self, part: list[str]) -> list[str]:
+        return ["out-00000-of-00001.txt"]
+
+    def run(self, part: list[str], directory: str) -> dict[str, Any]:
+        raise AssertionError("a chunked run")
+
+    def first(self, part: list[str], directory: str) -> dict[str, Any]:
+        self.calls.append(f"first {Path(part[0]).name}")
+        Path(directory).mkdir(parents=True)
+        text = "".join(Path(p).read_text() for p in part)
+        (Path(directory) / "copy.txt").write_text(text)
+        return {"lines": text.count("\n")}
+
+    def second(self, first: str, counts: dict, totals: dict, directory: str) -> dict[str, Any]:
+        self.calls.append(f"second {counts['lines']}")
+        Path(directory).mkdir(parents=True)
+        text = (Path(first) / "copy.txt").read_text()
+        (Path(directory) / "out-00000-of-00001.txt").write_text(
+            f"{text}of {totals['lines']} {self.settings['suffix']}"
+        )
+        return {"lines": counts["lines"]}
+
+    def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        return sum_stats(parts)
+
+
+def test_the_driver_reruns_what_a_changed_input_decides(tmp_path: Path) -> None:
+    """Two phases, three files of about one chunk each: unchanged, nothing runs or is written; one file
+    changed, its first phase reruns and, its count changed, every chunk redraws with the new total (their
+    first phases, deleted once they were complete, run again)."""
+    from ramp.pipelines.chunks import run_chunked
+
+    files = [tmp_path / f"in-{i}.txt" for i in range(3)]
+    for i, path in enumerate(files):
+        path.write_text("line\n" * (i + 1))
+    out = tmp_path / "out"
+
+    def run(job: _ToyJob) -> dict[str, Any]:
+        sizes = [p.stat().st_size for p in files]
+        return run_chunked(job, str(out), [str(p) for p in files], sizes, chunk_mb=5 / 2**20)
+
+    job = _ToyJob()
+    assert run(job) == {"lines": 6} and len(job.calls) == 6
+    assert (out / "out-00000-of-00001.c0002.txt").read_text() == "line\nline\nline\nof 6 lines"
+    assert not list((out / ".chunks").glob("*.first*"))  # first phases deleted once every chunk is done
+    before = _mtimes(out)
+    job = _ToyJob()
+    assert run(job) == {"lines": 6} and job.calls == [] and _mtimes(out) == before
+
+    files[0].write_text("line\n" * 4)  # chunk 0's count changes: the total changes
+    job = _ToyJob()
+    assert run(job) == {"lines": 9}
+    assert job.calls == [
+        "first in-0.txt",
+        "second 4",
+        "first in-1.txt",
+        "second 2",
+        "first in-2.txt",
+        "second 3",
+    ]
+    assert (out / "out-00000-of-00001.c0001.txt").read_text() == "line\nline\nof 9 lines"
+
+
 def test_chunked_build_holds_the_same_samples_as_one_pass(builds: dict[str, Any]) -> None:
     single, chunked = builds["root"] / "single", builds["root"] / "chunked"
     assert len(list(chunked.glob("samples-*-of-00004.c000[0-2].parquet"))) == 12  # three chunks of 4 shards
@@ -148,7 +229,7 @@ def test_a_killed_run_restarts_where_it_stopped(
     """Killed once chunk 0's first phase (span finding) is complete, or once chunk 0 is complete (every
     first phase done): the restart skips what was complete and ends with the same files."""
     out = builds["root"] / f"killed-{kill_at}"
-    command = [sys.executable, "-m", "ramp.pipelines.ramp_data", "--input", str(build_input), "--format"]
+    command = [sys.executable, "-m", "ramp", "data", "build", "--input", str(build_input), "--format"]
     command += ["dpr", "--output", str(out), "--chunk-mb", str(CHUNK_MB)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -166,7 +247,8 @@ def test_a_killed_run_restarts_where_it_stopped(
     assert _tree(out) == _tree(builds["root"] / "chunked")  # same files, same bytes
     if kill_at == "c0000.json":
         assert first and {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")} == first  # skipped
-        assert "first phase of 3 of 3 chunks already complete" in caplog.text
+        assert "1 of 3 chunks already complete" in caplog.text  # its counts are in its marker
+        assert "first phase of 2 of 2 chunks already complete" in caplog.text
     else:
         assert re.search(r"first phase of [12] of 3 chunks already complete", caplog.text)
     assert stats == builds["chunked"]
@@ -185,6 +267,29 @@ def test_half_written_chunks_are_redone(builds: dict[str, Any], build_input: Pat
     run_build([str(build_input)], str(out), builds["config"], chunk_mb=CHUNK_MB)
     assert _tree(out) == _tree(builds["root"] / "chunked")
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.c0000.*")} == untouched
+
+
+def test_rerun_touches_nothing_and_a_changed_setting_redraws(
+    builds: dict[str, Any], build_input: Path
+) -> None:
+    """Unchanged: every chunk skipped and no file touched (a moved output directory keeps its markers).
+    A changed setting (the masking seed): every chunk reruns, and the samples follow the new seed."""
+    out = builds["root"] / "resume"
+    shutil.copytree(builds["root"] / "chunked", out)
+    before = _mtimes(out)
+    assert run_build([str(build_input)], str(out), builds["config"], chunk_mb=CHUNK_MB) == builds["chunked"]
+    assert _mtimes(out) == before
+
+    config = builds["config"].model_copy(update={"seed": builds["config"].seed + 1})
+    stats = run_build([str(build_input)], str(out), config, chunk_mb=CHUNK_MB)
+    changed = {p for p, mtime in _mtimes(out).items() if before.get(p) != mtime}
+    assert {str(p) for p in out.glob("samples-*.c000[0-2].parquet")} <= changed
+    assert _rows(out, "passages") == _rows(builds["root"] / "chunked", "passages")  # the same passages ...
+    assert _rows(out, "samples") != _rows(builds["root"] / "chunked", "samples")  # ... masked anew
+    assert json.loads((out / "manifest.json").read_text())["data_config"]["seed"] == config.seed
+    marker = json.loads((out / ".chunks" / "c0002.json").read_text())
+    assert marker["settings"]["settings"]["seed"] == config.seed
+    assert stats["input_records"] == stats["samples"] + stats["rejected"] == 201
 
 
 def _third(builds: dict[str, Any]) -> float:
@@ -216,12 +321,10 @@ def test_answerability_in_chunks_matches_one_pass(builds: dict[str, Any], index:
     assert _lines(many) == _lines(one)
     assert chunked == single  # fractions recomputed from summed counts, not averaged
     assert chunked["input_samples"] == chunked["kept"] + chunked["rejected"] == builds["chunked"]["samples"]
-    assert merge_answerability_stats([single]) == single
+    assert AnswerabilityJob(*args, builds["config"], LOCAL).merge([single]) == single
 
 
 def test_cot_in_chunks_matches_one_pass(builds: dict[str, Any], index: Path) -> None:
-    from ramp.pipelines.cot_builder import run_cot
-
     root = builds["root"]
     samples = root / "cot-samples"  # two of chunk 0's samples files: the teacher is the slow part
     samples.mkdir()
@@ -236,4 +339,4 @@ def test_cot_in_chunks_matches_one_pass(builds: dict[str, Any], index: Path) -> 
     assert _lines(root / "cot-n") == _lines(root / "cot-1")
     assert chunked == single and json.loads((root / "cot-n" / "stats.json").read_text()) == single
     assert chunked["samples_in"] == chunked["kept"] + chunked["rejected"] == len(_rows(samples, "samples"))
-    assert cot_counts([single])["kept"] == single["kept"]
+    assert CotJob(config, LOCAL).merge([single]) == single

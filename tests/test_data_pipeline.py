@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from ramp.pipelines.io import ParquetFormat, WriteJsonlShards, WriteParquetShards, shard_path
 from ramp.pipelines.ramp_data import load_data_config, plan_read_tasks, run_build
+from ramp.pipelines.runner import BeamRun
 
 from ramp.data.audit import mask_problems
 from ramp.data.masking import title_forms
@@ -48,7 +49,7 @@ def rejections(directory: Path) -> list[dict]:
 
 def build(inputs, out: Path, fmt: str, *overrides: str, workers: int = 1) -> dict:
     config = load_data_config(None, fmt, overrides)
-    return run_build([str(i) for i in inputs], str(out), config, workers)
+    return run_build([str(i) for i in inputs], str(out), config, BeamRun(workers))
 
 
 def check_accounting(out: Path, stats: dict) -> None:

@@ -1,6 +1,7 @@
 """`make demo` at the CI size (configs/demo/ci.yaml): every stage end to end, its outputs, the MLflow run read
-back through the client, a rerun that skips everything, and `--force`; plus the stage runner's rules on toy
-stages."""
+back through the client, a rerun that skips everything without touching a file, `--force` of a stage that
+writes the same bytes again (nothing downstream reruns), and a changed setting that reruns exactly the stages
+it decides (the stage rule itself: tests/test_stages.py)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ramp.errors import UserError
-from ramp.experiment.demo import (
+from ramp.cli.demo import (
     EXPERIMENT,
     NEAR_ZERO_NOTE,
     Demo,
     load_demo_config,
     write_training_questions,
 )
-from ramp.experiment.stages import Stage, StageRunner
+from ramp.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 RAMP = str(Path(sys.executable).parent / "ramp")
@@ -159,17 +159,25 @@ def test_rerun_skips_every_stage(demo: DemoRun) -> None:
     assert NEAR_ZERO_NOTE in output  # the table is printed again from the summary
 
 
-def test_force_reruns_and_changed_inputs_rerun_downstream(demo: DemoRun) -> None:
+def test_force_of_a_stage_that_writes_the_same_bytes_reruns_nothing_downstream(demo: DemoRun) -> None:
     corpus = next((demo.out / "eval/corpus").glob("passages-*.parquet"))
-    before = corpus.stat().st_mtime_ns
-    forced = _status(demo.run("--force", "--only", "eval-corpus", "--only", "eval-index"))
-    assert forced == {"eval-corpus": ["start", "done"], "eval-index": ["start", "done"]}
-    assert corpus.stat().st_mtime_ns != before
-    # the stages that read the rebuilt index run again; the ones upstream of it stay done
+    before, content = corpus.stat().st_mtime_ns, corpus.read_bytes()
+    forced = _status(demo.run("--force", "--only", "eval-corpus"))
+    assert forced == {"eval-corpus": ["start", "done"]}
+    assert corpus.stat().st_mtime_ns != before and corpus.read_bytes() == content  # rewritten, same bytes
     statuses = _status(demo.run())
+    assert all(s == ["skip"] for s in statuses.values()), statuses  # content decides, not time
+
+
+def test_a_changed_setting_reruns_the_stages_it_decides(demo: DemoRun) -> None:
+    output = demo.run("--set", "eval_questions=4")
+    statuses = _status(output)
     reran = {name for name, s in statuses.items() if s == ["start", "done"]}
-    assert reran == {"eval-builtin", "eval", "report"}, statuses
+    assert reran == {"eval-builtin", "eval", "report"}, statuses  # the setting's stages, then the report
     assert all(statuses[name] == ["skip"] for name in STAGE_OUTPUTS if name not in reran)
+    assert re.search(r"eval-builtin\s+start .*\(settings changed\)", output)
+    for stage in ("builtin", "policy"):  # the outputs follow the new value
+        assert pq.read_table(demo.out / f"eval/{stage}/predictions.parquet").num_rows == 4
 
 
 def test_training_questions_exclude_the_evaluated_ones(demo: DemoRun) -> None:
@@ -190,87 +198,12 @@ def test_training_questions_refuse_an_empty_split(tmp_path: Path) -> None:
         write_training_questions(questions, questions, tmp_path / "train.jsonl")
 
 
-# --- the stage runner on toy stages (no demo needed) ------------------------------------------------------
-
-
-def _toy(tmp_path: Path, log: list[str]) -> list[Stage]:
-    source, middle, final = tmp_path / "source.txt", tmp_path / "middle", tmp_path / "final.txt"
-
-    def make_middle() -> None:
-        log.append("middle")
-        middle.mkdir()
-        (middle / "part.txt").write_text(source.read_text().upper())
-
-    def make_final() -> None:
-        log.append("final")
-        final.write_text((middle / "part.txt").read_text() + "!")
-
-    return [
-        Stage("middle", "upper source", make_middle, (source,), (middle,)),
-        Stage("final", "exclaim middle", make_final, (middle,), (final,)),
-    ]
-
-
-def test_runner_skips_done_stages_and_reruns_what_changed(tmp_path: Path) -> None:
-    (tmp_path / "source.txt").write_text("a")
-    log: list[str] = []
-    lines: list[str] = []
-    runner = StageRunner(tmp_path / ".stages", lines.append)
-    assert [o.status for o in runner.run(_toy(tmp_path, log))] == ["ran", "ran"]
-    assert [o.status for o in runner.run(_toy(tmp_path, log))] == ["skipped", "skipped"]
-    assert log == ["middle", "final"]
-    assert any("skip" in line and "took" in line for line in lines)
-
-    (tmp_path / "source.txt").write_text("bb")  # an input changed: the stage and everything after it rerun
-    assert [o.status for o in runner.run(_toy(tmp_path, log))] == ["ran", "ran"]
-    assert (tmp_path / "final.txt").read_text() == "BB!"
-
-    (tmp_path / ".stages/final.json").unlink()  # a missing marker: that stage reruns, alone
-    assert [o.status for o in runner.run(_toy(tmp_path, log))] == ["skipped", "ran"]
-
-    (tmp_path / "final.txt").unlink()  # a missing output: reruns
-    assert [o.status for o in runner.run(_toy(tmp_path, log))] == ["skipped", "ran"]
-
-    assert [o.status for o in runner.run(_toy(tmp_path, log), force=True)] == ["ran", "ran"]
-    assert [o.status for o in runner.run(_toy(tmp_path, log), only=["final"], force=True)] == ["ran"]
-
-
-def test_runner_changed_command_reruns_and_failure_leaves_no_marker(tmp_path: Path) -> None:
-    (tmp_path / "source.txt").write_text("a")
-    log: list[str] = []
-    runner = StageRunner(tmp_path / ".stages", lambda line: None)
-    runner.run(_toy(tmp_path, log))
-    changed = _toy(tmp_path, log)
-    changed[1] = Stage(
-        "final", "exclaim middle twice", changed[1].action, changed[1].inputs, changed[1].outputs
-    )
-    assert [o.status for o in runner.run(changed)] == ["skipped", "ran"]
-
-    def broken() -> None:
-        raise RuntimeError("boom")
-
-    stages = _toy(tmp_path, log)
-    stages[1] = Stage("final", "exclaim middle", broken, stages[1].inputs, stages[1].outputs)
-    with pytest.raises(RuntimeError, match="boom"):
-        runner.run(stages, force=True)
-    assert not (tmp_path / ".stages/final.json").exists()
-    assert not (tmp_path / "final.txt").exists()  # outputs are cleared before a stage runs
-
-    silent = _toy(tmp_path, log)
-    silent[1] = Stage("final", "write nothing", lambda: None, silent[1].inputs, silent[1].outputs)
-    with pytest.raises(UserError, match="without writing"):
-        runner.run(silent)
-    with pytest.raises(UserError, match="unknown stage"):
-        runner.run(_toy(tmp_path, log), only=["nope"])
-
-
 def test_demo_config_errors_name_the_key() -> None:
     from ramp.config import ConfigError
-    from ramp.experiment.demo import check_overrides
 
     config = load_demo_config("configs/demo/ci.yaml", ["overrides.pretrain=[train.not_a_key=1]"])
     with pytest.raises(ConfigError, match="not_a_key"):
-        check_overrides(config)
+        Demo(config).stages()  # every stage's config is resolved before any stage runs
     with pytest.raises(ConfigError, match="not_a_key"):
         load_demo_config("configs/demo/ci.yaml", ["not_a_key=1"])
     stages = [s.name for s in Demo(load_demo_config("configs/demo/demo.yaml")).stages()]

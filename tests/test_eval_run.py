@@ -163,14 +163,16 @@ def test_tiny_model_run_killed_half_way_resumes_to_identical_rows(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "ramp", "eval", "run", "--config", str(resumed), "--no-progress"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    markers = tmp_path / "tiny-resumed" / ".stages"  # a part is done once its marker is written
     deadline = time.monotonic() + 120
-    while not (parts.is_dir() and list(parts.glob("*.parquet"))) and process.poll() is None:
+    while not (markers.is_dir() and list(markers.glob("hotpotqa-*.json"))) and process.poll() is None:
         assert time.monotonic() < deadline, "no part written within 120 s"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
-    done_before = len(list(parts.glob("*.parquet")))
+    done_before = len(list(markers.glob("hotpotqa-*.json")))
+    assert len(list(parts.glob("*.parquet"))) in (done_before, done_before + 1)  # one may lack its marker
     assert 1 <= done_before < 6  # killed half-way
     [killed] = _runs(store, "tiny-resumed")
     assert killed.info.status == "RUNNING"  # SIGKILL: MLflow never heard the end
@@ -203,11 +205,36 @@ def test_tiny_model_run_killed_half_way_resumes_to_identical_rows(
     assert run.data.params["checkpoint"] == str(tiny_checkpoint)
     assert (run.data.params["model"], run.data.params["max_turns"]) == (tiny_checkpoint.name, "3")
 
-    with pytest.raises(Exception, match="different settings"):
-        changed = {**extra, "chunk_size": 4}
-        run_eval(
-            load_config(EvalConfig, _config(tmp_path, distractor_index, store, "tiny-resumed", **changed))
-        )
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_a_changed_setting_reruns_its_parts_and_an_unchanged_rerun_touches_nothing(
+    tmp_path, distractor_index, store
+):
+    from ramp.eval.run import run_eval
+
+    extra = {"policy": "builtin", "chunk_size": 4}
+    extra["datasets"] = [{"name": "hotpotqa", "path": str(DISTRACTOR), "limit": 8}]
+    config = _config(tmp_path, distractor_index, store, "floor-resume", **extra)
+    first = run_eval(load_config(EvalConfig, config), progress=False)
+    assert first.computed == 8
+    out, db = tmp_path / "floor-resume", Path(store.removeprefix("sqlite:///"))
+    before, db_before = _mtimes(out), db.stat().st_mtime_ns
+    again = run_eval(load_config(EvalConfig, config), progress=False)
+    assert (again.computed, again.run_id, again.summary) == (0, first.run_id, first.summary)
+    assert _mtimes(out) == before and db.stat().st_mtime_ns == db_before  # nothing ran, nothing written
+
+    changed = _config(
+        tmp_path, distractor_index, store, "floor-resume", **extra, agent={"search": {"top_k": 2}}
+    )
+    result = run_eval(load_config(EvalConfig, changed), progress=False)
+    assert result.computed == 8 and result.run_id != first.run_id  # every part; a new MLflow run
+    rows = pq.read_table(result.predictions).to_pylist()
+    assert [len(r["retrieved_ids"][0]) for r in rows] == [2] * 8  # the rows follow the new setting
+    runs = {r.info.run_id: r.data.params["k"] for r in _runs(store, "floor-resume")}
+    assert runs == {first.run_id: "3", result.run_id: "2"}
 
 
 def test_scripted_agent_searches_the_index_and_compare(

@@ -122,11 +122,27 @@ RECIPE_MODELS = {
     "rl": "ramp.rl.config:RLConfig",
     "eval": "ramp.qa.config:EvalConfig",
     "pretrain": "ramp.train.config:PretrainConfig",
+    "sim": "ramp.data.sim_pairs:SimSettings",
+    "synth": "ramp.data.synthesis:SynthesisSettings",
     "experiment/ramp_effect": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/prompts": "ramp.prompts:PromptTemplates",
-    "demo/demo": "ramp.experiment.demo:DemoConfig",
-    "demo/ci": "ramp.experiment.demo:DemoConfig",
+    "demo/demo": "ramp.cli.demo:DemoConfig",
+    "demo/ci": "ramp.cli.demo:DemoConfig",
+    # the seed systems' recipes: structure here, every stage's settings in tests/test_recipes.py
+    **{
+        f"recipes/{name}": "ramp.recipes:Recipe"
+        for name in (
+            "masksearch",
+            "masksearch-sft",
+            "search-r1",
+            "search-r1-grpo",
+            "research",
+            "r1-searcher",
+            "r1-searcher-pp",
+            "simpledeepsearcher",
+        )
+    },
 }
 
 

@@ -1,5 +1,8 @@
 """The leakage guard, one test per leak path: a foreign index stops the stage with a clear error, and a
-plain Search-R1 server (which ignores ``exclude_doc_ids``) never gets an excluded id past the client."""
+plain Search-R1 server (which ignores ``exclude_doc_ids``) never gets an excluded id past the client.
+
+The paths every retriever kind shares run once per kind (``any_retriever``: lucene, dense, hybrid over a
+small slice of the wiki-18 sample)."""
 
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ from ramp.cot.config import CotConfig
 from ramp.cot.trajectories import Trajectory
 from ramp.data.answerability import check_answerability
 from ramp.data.samples import SAMPLE_SCHEMA, Mask, Sample, mask_text
+from ramp.retrieval.base import Retriever
 from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig
-from ramp.retrieval.env import SearchEnv
+from ramp.retrieval.env import SearchConfig, SearchEnv
 from ramp.retrieval.http import HttpRetriever
 from ramp.retrieval.indexing import corpus_fingerprint, read_manifest
 from ramp.retrieval.leakage import (
@@ -129,10 +133,63 @@ def test_cot_stage_runs_the_leakage_guard(
     assert stats["samples_in"] == len(foreign) and stats["accounted"]
 
 
-class _PlainSearchR1:
-    """A Search-R1 ``/retrieve`` server that ignores ``exclude_doc_ids`` (a real Lucene search behind it)."""
+def test_excluded_sources_never_come_back_from_any_kind(
+    any_retriever: Retriever, small_corpus: Path, docs: dict[str, tuple[str, str]]
+) -> None:
+    ids = sorted(_docs(small_corpus))
+    queries = [" ".join(docs[d][1].split()[:30]) for d in ids]
+    found = any_retriever.search(queries, k=1)
+    assert sum(hits[0].doc_id == d for d, hits in zip(ids, found, strict=True)) >= 0.9 * len(ids)  # can leak
+    env = SearchEnv(any_retriever, SearchConfig(top_k=10, max_chars_per_doc=None))
+    episodes = [env.episode([d, ids[(i + 1) % len(ids)]]) for i, d in enumerate(ids)]
+    outcomes = env.search(list(zip(episodes, queries, strict=True)))
+    for episode, outcome in zip(episodes, outcomes, strict=True):
+        assert outcome.hits and not {h.doc_id for h in outcome.hits} & episode.exclude_doc_ids
+    every = any_retriever.search(queries[:3], k=50, exclude_doc_ids=[ids[:20], ids[5:], set(ids)])
+    assert every[0] and every[1] and every[2] == []  # all excluded: nothing comes back
+    assert not {h.doc_id for h in every[0]} & set(ids[:20]) and not {h.doc_id for h in every[1]} & set(
+        ids[5:]
+    )
 
-    def __init__(self, retriever: LuceneRetriever) -> None:
+
+def test_foreign_index_is_refused_by_every_kind(
+    tmp_path: Path, docs: dict[str, tuple[str, str]], any_retriever: Retriever
+) -> None:
+    foreign = [
+        _sample(d, *docs[d], docs[d][1].split()[3], passage_id=f"{d}-other#0") for d in ("747", "0", "12")
+    ]
+    with pytest.raises(ForeignIndexError, match=ALLOW_FLAG):
+        check_index_covers_samples(str(_write(tmp_path / "foreign", foreign)), any_retriever)
+    own = _write(tmp_path / "own", [_sample(d, *docs[d], docs[d][1].split()[3]) for d in ("747", "0", "500")])
+    assert check_index_covers_samples(str(own), any_retriever)["found"] == 1.0
+
+
+def test_cot_stage_searches_a_hybrid_index_without_leaks(
+    tmp_path: Path, docs: dict[str, tuple[str, str]], small_indexes: dict[str, Path]
+) -> None:
+    excluded = ("747", "748", "12", "500")
+    samples = [
+        replace(_sample(d, *docs[d], docs[d][1].split()[3]), exclude_doc_ids=excluded) for d in excluded
+    ]
+    samples_dir = _write(tmp_path / "own", samples)
+    fingerprint = read_manifest(small_indexes["dense"])["corpus_fingerprint"]
+    write_samples_manifest(str(samples_dir), {"corpus_fingerprint": fingerprint})
+    out = tmp_path / "out"
+    args = ["data", "cot", "--samples", str(samples_dir), "--output", str(out)]
+    args += ["--index", str(small_indexes["lucene"]), "--set", "retriever.kind=hybrid"]
+    args += ["--set", f"retriever.dense_index={small_indexes['dense']}", "--set", "verify.threshold=0"]
+    assert run(args) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["samples_in"] == 4 and stats["accounted"] and stats["kept"] == 4
+    rows = pq.read_table(sorted(out.glob("trajectories-*.parquet"))).to_pylist()
+    retrieved = {doc_id for row in rows for ids in row["retrieved_doc_ids"] for doc_id in ids}
+    assert retrieved and not retrieved & set(excluded)
+
+
+class _PlainSearchR1:
+    """A Search-R1 ``/retrieve`` server that ignores ``exclude_doc_ids`` (a real search behind it)."""
+
+    def __init__(self, retriever: Retriever) -> None:
         self.retriever = retriever
         self.topks: list[int] = []
         self.http = JsonServer(self._answer)
@@ -154,19 +211,19 @@ class _PlainSearchR1:
         return 200, {"result": documents}
 
 
-@pytest.fixture(scope="module")
-def plain_server(lucene_retriever: LuceneRetriever) -> Iterator[_PlainSearchR1]:
-    server = _PlainSearchR1(lucene_retriever)
+@pytest.fixture
+def plain_server(any_retriever: Retriever) -> Iterator[_PlainSearchR1]:
+    server = _PlainSearchR1(any_retriever)
     with server.http:
         yield server
 
 
 def test_plain_search_r1_server_never_returns_an_excluded_id(
-    plain_server: _PlainSearchR1, lucene_retriever: LuceneRetriever, docs: dict[str, tuple[str, str]]
+    plain_server: _PlainSearchR1, any_retriever: Retriever, docs: dict[str, tuple[str, str]]
 ) -> None:
     title, text = docs["747"]
     query = " ".join(text.split()[:25])
-    assert lucene_retriever.search([query], k=3)[0][0].doc_id == "747"  # the server would leak it
+    assert any_retriever.search([query], k=3)[0][0].doc_id == "747"  # the server would leak it
     with HttpRetriever(plain_server.url, retries=0) as client:
         plain = client.search([query, query], k=3, exclude_doc_ids=[["747", "748"], []])
         assert [h.doc_id for h in plain[0]] and not {h.doc_id for h in plain[0]} & {"747", "748"}

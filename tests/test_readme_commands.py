@@ -31,6 +31,9 @@ import pytest
 from openai_server import ScriptedOpenAIServer
 from tiny_model import tiny_model, tiny_tokenizer
 
+from ramp.data.synthesis import rule_descriptions
+from ramp.retrieval.base import Hit
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 600
@@ -45,6 +48,7 @@ class Entry:
     says: tuple[str, ...] = ()  # text the output must contain
     needs: tuple[str, ...] = ()  # entries (or preparations) that must have run first
     serve: bool = False  # the one run is a server, kept up in the background until the module ends
+    port: str = "port"  # the placeholder holding a server's port
     skip: str = ""  # why the line cannot run on this machine
 
 
@@ -97,6 +101,18 @@ ENTRIES = [
     Entry("make-test", "make test", skip="this test runs inside `make test`"),
     Entry("make-test-fast", "make test-fast", skip="`make test` runs every test of `make test-fast`"),
     Entry(
+        "make-gpu-wheels",
+        "make gpu-wheels",
+        skip="downloads wheels from the package registries; its pins, pip commands and budget are tested in"
+        " tests/test_gpu_check.py",
+    ),
+    Entry(
+        "make-gpu-check",
+        "make gpu-check",
+        ("make gpu-check GPU_PY={venv}/bin/python",),
+        says=("gpu-check: no CUDA GPU on this machine",),
+    ),
+    Entry(
         "data-build",
         "ramp data build --input 'data/enwiki-sample-106-articles.xml.bz2' --format xml"
         " --output runs/samples [--config configs/data.yaml]"
@@ -138,6 +154,36 @@ ENTRIES = [
         ("ramp index build --corpus runs/samples --index runs/index/enwiki --threads 2 --shards 16",),
         writes=("runs/index/enwiki/ramp-manifest.json",),
         needs=("data-build",),
+    ),
+    # Dense and hybrid at a test's size: the first 24 wiki-18 passages (encoding costs ~0.3 s a passage).
+    Entry(
+        "index-dense",
+        "ramp index build --kind dense --encoder minilm --corpus data/wiki18-sample-1000.jsonl"
+        " --index runs/index/wiki18-dense [--faiss flat|hnsw|ivfpq] [--nlist N --m M --nbits 8 --nprobe 64]"
+        " [--workers N] [--overwrite]",
+        (
+            "ramp index build --corpus runs/wiki18-tiny.jsonl --index runs/index/tiny --threads 1",
+            "ramp index build --kind dense --encoder minilm --corpus runs/wiki18-tiny.jsonl"
+            " --index runs/index/tiny-dense --workers 1",
+            "ramp index build --kind dense --encoder minilm --corpus runs/wiki18-tiny.jsonl"
+            " --index runs/index/tiny-dense --faiss ivfpq --nlist 2 --m 48 --nbits 4 --nprobe 2 --overwrite",
+        ),
+        writes=("runs/index/tiny-dense/index.faiss", "runs/index/tiny-dense/embeddings/embeddings-*.parquet"),
+        says=("indexed 24 passages", "(embeddings reused)"),
+        needs=("tiny-corpus",),
+    ),
+    Entry(
+        "serve-hybrid",
+        "ramp serve-retriever --index runs/index/wiki18 --set retriever.kind=hybrid"
+        " --set retriever.dense_index=runs/index/wiki18-dense [--port 8000]",
+        (
+            "ramp serve-retriever --index runs/index/tiny --set retriever.kind=hybrid"
+            " --set retriever.dense_index=runs/index/tiny-dense --port {hybrid_port}",
+        ),
+        says=('"kind": "hybrid"', '"documents": 24'),
+        serve=True,
+        needs=("index-dense",),
+        port="hybrid_port",
     ),
     Entry(
         "index-info",
@@ -193,6 +239,14 @@ ENTRIES = [
         writes=("runs/trajectories/trajectories-*.parquet", "runs/trajectories/stats.json"),
         says=("verified yield",),
         needs=("answerability",),
+    ),
+    Entry(
+        "curate",
+        "ramp data curate --trajectories runs/trajectories --output runs/curated --set limit=871",
+        ("ramp data curate --trajectories runs/trajectories --output runs/curated --set limit=871",),
+        writes=("runs/curated/trajectories-*.parquet", "runs/curated/rejected-curation.jsonl"),
+        says=("curated", "kept"),
+        needs=("cot-builtin",),
     ),
     Entry(
         "cot-openai",
@@ -255,7 +309,11 @@ ENTRIES = [
             "ramp pretrain train --config configs/pretrain.yaml --set model.hf=ckpt --set train.steps=2"
             " --set train.global_batch_size=2 --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
         ),
-        writes=("runs/pretrain/checkpoints/latest_checkpointed_iteration.txt", "runs/mlflow.db"),
+        writes=(
+            "runs/pretrain/checkpoints/latest_checkpointed_iteration.txt",
+            "runs/mlflow.db",
+            "runs/pretrain/logs/pretrain-train.log",
+        ),
         says=('"final_step": 2',),
         needs=("pretrain-prepare",),
     ),
@@ -298,13 +356,23 @@ ENTRIES = [
     ),
     Entry(
         "export-verl",
-        "ramp rl export-verl --samples runs/answerable --qa hotpotqa=data/hotpotqa-dev-500.jsonl"
-        " --output runs/verl",
-        (
-            "ramp rl export-verl --samples runs/answerable --qa hotpotqa=data/hotpotqa-dev-500.jsonl"
-            " --output runs/verl",
+        "ramp rl export-verl --config configs/rl.yaml --samples runs/answerable"
+        " --qa hotpotqa=data/hotpotqa-dev-500.jsonl --output runs/verl [--set policy.model=runs/sft/policy]"
+        " [--nnodes 2 --gpus-per-node 8] [--retriever-port 8000]",
+        (  # one curriculum stage: the workspace's answerable samples need not hold every mask count
+            "ramp rl export-verl --config configs/rl.yaml --samples runs/answerable"
+            " --qa hotpotqa=data/hotpotqa-dev-500.jsonl --output runs/verl --set policy.model=runs/sft/policy"
+            " --nnodes 2 --gpus-per-node 8 --retriever-port 8000 --set curriculum.stages=[1]",
         ),
-        writes=("runs/verl/ramp-k1.parquet", "runs/verl/hotpotqa.parquet"),
+        writes=(
+            "runs/verl/ramp-k1.parquet",
+            "runs/verl/hotpotqa.parquet",
+            "runs/verl/ramp-k1.yaml",
+            "runs/verl/ramp_dapo.yaml",
+            "runs/verl/tool_config.yaml",
+            "runs/verl/agent_loop.yaml",
+            "runs/verl/launch.sh",
+        ),
         needs=("answerability",),
     ),
     Entry(
@@ -316,7 +384,11 @@ ENTRIES = [
             " --set model.hf=runs/rl/policy --set prepare.num_shards=1 --set train.steps=2"
             " --set train.global_batch_size=2 --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
         ),
-        writes=("runs/finetune/sft/policy/model.safetensors", "runs/finetune/sft/shards/manifest.json"),
+        writes=(
+            "runs/finetune/sft/policy/model.safetensors",
+            "runs/finetune/sft/shards/manifest.json",
+            "runs/finetune/sft/logs/sft.log",
+        ),
         says=("trained to step 2",),
         needs=("make-demo", "rl-train"),
     ),
@@ -380,6 +452,94 @@ ENTRIES = [
         writes=("runs/eval/compare/compare.md", "runs/eval/compare/compare.png"),
         says=("ramp-rl",),
         needs=("eval-builtin", "eval-rl"),
+    ),
+    Entry(
+        "synthesize",
+        "ramp data synthesize --seeds SEEDS.jsonl --output runs/synth (--index IDX | --retriever-url URL)"
+        " [--set synth.hops=3] [--workers N]",
+        (
+            "ramp data synthesize --seeds runs/facts/seeds.jsonl --output runs/synth --index runs/index/facts"
+            " --set synth.hops=3 --workers 2",
+            "ramp data synthesize --seeds runs/facts/seeds.jsonl --output runs/synth-http"
+            " --retriever-url http://127.0.0.1:{port}",
+        ),
+        writes=("runs/synth/questions-*.jsonl", "runs/synth/rejected-*.jsonl", "runs/synth-http/stats.json"),
+        says=("8 seeds -> 1 questions (3 hops: 1)", "seeds in = kept + rejected (ok)"),
+        needs=("facts", "serve"),
+    ),
+    Entry(
+        "synthesize-openai",
+        "ramp data synthesize ... --set synth.backend=openai --set synth.openai.base_url=http://127.0.0.1:8001/v1"
+        " --set synth.openai.model=Qwen2.5-72B-Instruct",
+        (
+            "ramp data synthesize --seeds runs/facts/seeds.jsonl --output runs/synth-llm"
+            " --index runs/index/facts --set synth.backend=openai --set synth.openai.base_url={openai_url}"
+            " --set synth.openai.model=Qwen2.5-72B-Instruct",
+        ),
+        writes=("runs/synth-llm/questions-*.jsonl",),
+        says=("8 seeds -> 2 questions", "backend openai"),
+        needs=("facts",),
+    ),
+    Entry(
+        "sim-prepare",
+        "ramp sim prepare --questions QA.jsonl --output runs/sim/pairs (--index IDX | --retriever-url URL)"
+        " [--trajectories DIR] [--set prepare.docs=5]",
+        (
+            "ramp sim prepare --questions runs/facts/queries.jsonl --output runs/sim/pairs"
+            " --index runs/index/facts --set prepare.docs=1",
+            "ramp sim prepare --trajectories runs/demo/trajectories --output runs/sim/pairs-demo"
+            " --retriever-url http://127.0.0.1:{port} --set prepare.docs=2",
+        ),
+        writes=(
+            "runs/sim/pairs/pairs.jsonl",
+            "runs/sim/pairs/documents.jsonl",
+            "runs/sim/pairs-demo/stats.json",
+        ),
+        says=("8 queries -> 8 useful + 8 noisy pairs", "queries in = kept + rejected (ok)"),
+        needs=("facts", "serve", "make-demo"),
+    ),
+    Entry(
+        "sim-train",
+        "ramp sim train --pairs runs/sim/pairs --output runs/sim/model --set model.hf=HF_DIR"
+        " [--set train.steps=N]",
+        (
+            "ramp sim train --pairs runs/sim/pairs --output runs/sim/model --set model.hf=ckpt"
+            " --set train.steps=2 --set train.global_batch_size=2 --set prepare.num_shards=1"
+            " --set optim.warmup_steps=1 --set checkpoint.save_interval=2",
+        ),
+        writes=("runs/sim/model/policy/model.safetensors", "runs/sim/model/policy/sim-documents.jsonl"),
+        says=("16 pairs; trained to step 2",),
+        needs=("sim-prepare", "ckpt"),
+    ),
+    Entry(
+        "serve-simulated",
+        "ramp serve-retriever --set retriever.kind=simulated --set retriever.simulator.base_url=http://127.0.0.1:8001/v1"
+        " --set retriever.simulator.model=SearchSimulation_14B [--port 8002]",
+        (
+            "ramp serve-retriever --set retriever.kind=simulated"
+            " --set retriever.simulator.base_url={openai_url}"
+            " --set retriever.simulator.model=SearchSimulation_14B --port {sim_port}",
+        ),
+        says=('"simulator": "openai"', '"noise_probability": 0.0'),
+        serve=True,
+        port="sim_port",
+    ),
+    Entry(
+        "rl-simulated",
+        "ramp rl train --config configs/rl.yaml --set retriever.kind=simulated"
+        " --set retriever.simulator.backend=hf --set retriever.simulator.model=runs/sim/model/policy"
+        " --set data.task=qa --set data.qa=FILE.jsonl"
+        " [--set retriever.simulator.noise.p_end=0.5]",
+        (
+            "ramp rl train --config configs/rl.yaml --set retriever.kind=simulated"
+            " --set retriever.simulator.backend=hf --set retriever.simulator.model=runs/sim/model/policy"
+            " --set data.task=qa --set data.qa=runs/facts/queries.jsonl"
+            " --set retriever.simulator.noise.p_end=0.5 --set retriever.simulator.max_new_tokens=32"
+            " --set policy.model=ckpt --set trainer.output_dir=runs/rl-sim" + ONE_TINY_RL_STEP,
+        ),
+        writes=("runs/rl-sim/history.jsonl",),
+        says=("trained 1 steps",),
+        needs=("sim-train", "ckpt", "facts"),
     ),
     Entry(
         "pretrain-init",
@@ -494,6 +654,8 @@ class Workspace:
             "venv": str(BIN.parent),
             "small_dump": str(small_dump),
             "port": str(_free_port()),
+            "hybrid_port": str(_free_port()),
+            "sim_port": str(_free_port()),
             "openai_url": openai_url,
         }
         self.outputs: dict[str, list[subprocess.CompletedProcess[str]]] = {}
@@ -531,7 +693,7 @@ class Workspace:
         log = open(self.root / f"{entry.id}.log", "w")  # noqa: SIM115 - the server writes to it until teardown
         server = subprocess.Popen(self.argv(entry.runs[0]), cwd=self.root, stdout=log, stderr=log, text=True)
         self.servers.append(server)
-        url = f"http://127.0.0.1:{self.values['port']}/health"
+        url = f"http://127.0.0.1:{self.values[entry.port]}/health"
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             assert server.poll() is None, (self.root / f"{entry.id}.log").read_text()[-3000:]
@@ -573,11 +735,38 @@ def _checkpoint(ws: Workspace) -> None:
     tokenizer.save_pretrained(ws.root / "ckpt")
 
 
+def _tiny_corpus(ws: Workspace) -> None:
+    """``runs/wiki18-tiny.jsonl``: the first 24 passages of the wiki-18 sample."""
+    lines = (ROOT / "data/wiki18-sample-1000.jsonl").read_text(encoding="utf-8").splitlines()[:24]
+    (ws.root / "runs").mkdir(exist_ok=True)
+    (ws.root / "runs/wiki18-tiny.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
 def _rows(directory: Path) -> list[dict[str, Any]]:
     return [row for f in sorted(directory.glob("samples-*.parquet")) for row in pq.read_table(f).to_pylist()]
 
 
-PREPARATIONS: dict[str, Callable[[Workspace], None]] = {"few": _few_samples, "ckpt": _checkpoint}
+def _facts(ws: Workspace) -> None:
+    """The hand-made corpus of ``tests/facts_corpus.py``, its index, its seed questions and its queries."""
+    from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
+
+    from ramp.retrieval.indexing import build_index
+
+    out = ws.root / "runs/facts"
+    out.mkdir(parents=True)
+    build_index([write_corpus(out / "corpus.jsonl")], ws.root / "runs/index/facts", threads=1, progress=False)
+    write_jsonl(out / "seeds.jsonl", SEEDS, extra_lines=("not json",))
+    write_jsonl(
+        out / "queries.jsonl", [{"id": i, "question": q, "golden_answers": [a]} for i, q, a in QUERIES]
+    )
+
+
+PREPARATIONS: dict[str, Callable[[Workspace], None]] = {
+    "few": _few_samples,
+    "ckpt": _checkpoint,
+    "tiny-corpus": _tiny_corpus,
+    "facts": _facts,
+}
 
 
 class OracleTeacher:
@@ -588,6 +777,13 @@ class OracleTeacher:
 
     def __call__(self, path: str, body: dict[str, Any]) -> str:
         prompt = body["messages"][-1]["content"]
+        if described := re.search(
+            r"Passage: (.*)\n(.*)\n\nWrite a short description of (.*?) (?:\(|that )", prompt
+        ):
+            title, text, entity = described.groups()  # an E2HQA rewrite: the rules stand in for an LLM
+            return (rule_descriptions(entity, Hit("", title, text, 0.0), None) or ["the subject"])[0]
+        if simulated := re.search(r"Query: (.*)\n(Useful|Noisy) Output:", prompt):  # a simulated search
+            return f"Doc 1 (Title: {simulated.group(1)}): A {simulated.group(2).lower()} page about it."
         rows = _rows(self.root / "runs/few")
         row = next(r for r in rows if r["masked_passage"] in prompt)
         query = " ".join(row["masked_passage"].replace("[mask]", " ").split()[:12])
@@ -629,6 +825,16 @@ def test_beam_logs_go_to_a_file(workspace: Workspace) -> None:
     assert "INFO" not in build.stderr and "sdk_worker" not in build.stderr, build.stderr[-2000:]
     log = (workspace.root / SAMPLES / "logs/data-build.log").read_text()
     assert "sdk_worker" in log
+
+
+def test_megatron_warnings_go_to_a_file(workspace: Workspace) -> None:
+    """`ramp pretrain train`: megatron's and torch's start-up warnings land in logs/pretrain-train.log beside
+    the checkpoints; the console keeps the progress bar and the summary."""
+    (train,) = workspace.ensure("pretrain-train")
+    assert "Apex" not in train.stderr and "Warning" not in train.stderr, train.stderr[-2000:]
+    assert "pretrain-train.log" in train.stderr
+    log = (workspace.root / "runs/pretrain/logs/pretrain-train.log").read_text()
+    assert "Apex is not installed" in log
 
 
 def test_answerability_over_http_keeps_exactly_what_the_index_keeps(workspace: Workspace) -> None:

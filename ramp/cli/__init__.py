@@ -29,10 +29,11 @@ from ramp.errors import UserError
 COMMANDS = {
     "serve-retriever": (
         "ramp.cli.serve:serve_retriever_command",
-        "Serve a local Lucene index over HTTP (POST /retrieve, GET /health).",
+        "Serve a local index (lucene, dense or hybrid) or a simulated search engine "
+        "(retriever.kind=simulated) over HTTP (POST /retrieve, GET /health).",
     ),
     "data": ("ramp.cli.data:data_app", "Build masked RAMP samples and CoT trajectories from Wikipedia."),
-    "index": ("ramp.cli.index:index_app", "Build and inspect Lucene BM25 indexes."),
+    "index": ("ramp.cli.index:index_app", "Build and inspect search indexes (BM25, dense)."),
     "eval": ("ramp.cli.eval:eval_app", "Evaluate policies on QA datasets (MLflow-tracked) and compare runs."),
     "rl": ("ramp.cli.rl:rl_app", "DAPO reinforcement learning and the verl export."),
     "finetune": (
@@ -42,6 +43,10 @@ COMMANDS = {
     "pretrain": (
         "ramp.cli.pretrain:pretrain_app",
         "Megatron-core RAMP pretraining: shards, training, conversion, launch.",
+    ),
+    "sim": (
+        "ramp.cli.sim:sim_app",
+        "The simulated search engine (ZeroSearch): training pairs and fine-tuning.",
     ),
     "experiment": (
         "ramp.cli.experiment:experiment_app",

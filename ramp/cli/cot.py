@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ramp.cli.logs import beam_logs
 from ramp.cli.options import (
     ChunkMb,
     Index,
@@ -19,7 +18,9 @@ from ramp.cli.options import (
     load_with_retriever,
 )
 from ramp.cot.config import CotConfig
+from ramp.logs import quiet_logs
 from ramp.pipelines.cot_builder import run_cot
+from ramp.pipelines.runner import BeamRun
 
 TEACHERS = ("builtin", "openai", "student")
 
@@ -50,15 +51,14 @@ def cot_command(
         raise typer.BadParameter(f"--teacher must be one of {', '.join(TEACHERS)}")
     extra = [f"teacher.kind={teacher}"] if teacher else []
     cfg = load_with_retriever(CotConfig, config, [*extra, *(overrides or [])], index, retriever_url)
-    with beam_logs(output, "cot", verbose):
+    with quiet_logs(output, "cot", verbose):
         stats = run_cot(
             samples,
             output,
             cfg,
-            workers,
-            beam_args(ctx, pipeline_options),
+            BeamRun(workers, tuple(beam_args(ctx, pipeline_options))),
             chunk_mb,
-            allow_foreign_index=allow_foreign_index,
+            allow_foreign_index,
         )
     typer.echo(format_summary(stats))
 

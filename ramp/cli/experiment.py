@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ramp.cli.demo import Demo, load_demo_config
 from ramp.cli.options import Overrides
 from ramp.config import load_config
-from ramp.experiment.demo import Demo, load_demo_config
 from ramp.experiment.ramp_effect import RampEffectConfig, format_table, run_experiment
 
 experiment_app = typer.Typer(no_args_is_help=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ramp.cli.options import Overrides
+from ramp.cli.options import Overrides, Verbose
 from ramp.config import load_config
 from ramp.finetune.dapo import train
 from ramp.finetune.sft import run_sft, sft_overrides
+from ramp.logs import quiet_logs
 from ramp.qa.loaders import load_qa, write_qa_jsonl
 from ramp.rl.config import RLConfig
 from ramp.train.config import PretrainConfig
@@ -30,11 +32,14 @@ def sft(
         str, typer.Option("--config", help="Megatron recipe (configs/pretrain.yaml)")
     ] = "pretrain",
     overrides: Overrides = None,
+    verbose: Verbose = False,
 ) -> None:
     """SFT on QA trajectories through the Megatron stage (shards -> trainer -> HF policy); the policy to
-    fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values."""
+    fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values.
+    Library logs and warnings go to OUTPUT/logs/sft.log."""
     settings = load_config(PretrainConfig, config, overrides or [], values=sft_overrides(output))
-    result = run_sft(trajectories, output, settings)
+    with quiet_logs(output, "sft", verbose):
+        result = run_sft(trajectories, output, settings)
     manifest, losses = result["manifest"], result["summary"]["losses"]
     last = max(losses) if losses else 0
     typer.echo(
@@ -58,13 +63,25 @@ def rl(
 ) -> None:
     """DAPO on a QA set: the questions go to the RL trainer's QA task (QA prompt, configurable reward).
     For several processes, run `ramp rl train --nproc N --set data.task=qa --set data.qa=FILE`."""
-    settings = load_config(RLConfig, config, overrides or [])
-    train_file = Path(settings.trainer.output_dir) / QA_TRAIN_FILE
-    count = write_qa_jsonl(load_qa(dataset, input, limit), train_file)
-    values: dict[str, object] = {"data.task": "qa", "data.qa": str(train_file)}
-    if reward is not None:
-        values["reward.metric"] = reward
-    settings = load_config(RLConfig, config, overrides or [], values=values)
-    typer.echo(f"{count} {dataset} questions -> {train_file}")
+    settings = qa_rl_config(config, overrides or [], reward)
+    count = write_qa_questions(settings, dataset, input, limit)
+    typer.echo(f"{count} {dataset} questions -> {settings.data.qa}")
     out = train(settings)
     typer.echo(f"trained {settings.trainer.total_steps} steps; policy and checkpoint in {out}")
+
+
+def qa_rl_config(config: str, overrides: Sequence[str], reward: str | None) -> RLConfig:
+    """The RL recipe with its QA task: ``data.qa`` is OUTPUT/qa-train.jsonl (``trainer.output_dir``)."""
+    settings = load_config(RLConfig, config, overrides)
+    values: dict[str, object] = {
+        "data.task": "qa",
+        "data.qa": str(Path(settings.trainer.output_dir) / QA_TRAIN_FILE),
+    }
+    if reward is not None:
+        values["reward.metric"] = reward
+    return load_config(RLConfig, config, overrides, values=values)
+
+
+def write_qa_questions(settings: RLConfig, dataset: str, source: str | None, limit: int | None) -> int:
+    """The questions of ``dataset`` (file ``source``; the first ``limit``) as ``settings.data.qa``."""
+    return write_qa_jsonl(load_qa(dataset, source, limit), Path(settings.data.qa))

@@ -33,10 +33,15 @@ PipelineOptions = Annotated[
 ]
 Verbose = Annotated[
     bool,
-    typer.Option("--verbose", help="Show Beam's own logs on the console (default: OUTPUT/logs/*.log)."),
+    typer.Option(
+        "--verbose", help="Show library logs and warnings on the console (default: OUTPUT/logs/NAME.log)."
+    ),
 ]
 Index = Annotated[
-    str | None, typer.Option("--index", help="Local Lucene index directory (sets retriever.kind=lucene).")
+    str | None,
+    typer.Option(
+        "--index", help="Local index directory (sets retriever.kind=lucene, or dense for a dense index)."
+    ),
 ]
 RetrieverUrl = Annotated[
     str | None,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 
-from ramp.cli.options import BEAM_COMMAND, Overrides, PipelineOptions, Workers, beam_args
+from ramp.cli.options import BEAM_COMMAND, Overrides, PipelineOptions, Verbose, Workers, beam_args
 from ramp.config import ConfigError, load_config
+from ramp.logs import quiet_logs
 from ramp.pretrain.convert import check_conversion, hf_to_mcore, mcore_to_hf
 from ramp.pretrain.launch import launch
 from ramp.pretrain.prepare import run_prepare
-from ramp.pretrain.train import run_training
+from ramp.pretrain.train import run_training, train_log_name
 from ramp.train.config import PretrainConfig
 from ramp.train.init import InitConfig, init_policy
 
@@ -67,10 +69,12 @@ def prepare_command(
 
 
 @pretrain_app.command("train")
-def train_command(config: Config = "pretrain", overrides: Overrides = None) -> None:
-    """Train a megatron-core GPTModel on packed shards (run under torchrun for several processes)."""
+def train_command(config: Config = "pretrain", overrides: Overrides = None, verbose: Verbose = False) -> None:
+    """Train a megatron-core GPTModel on packed shards (run under torchrun for several processes).
+    Megatron's and torch's warnings go to the log beside checkpoint.dir (logs/pretrain-train*.log)."""
     cfg = _load(config, overrides)
-    summary = run_training(cfg, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    with quiet_logs(Path(cfg.checkpoint.dir).parent, train_log_name(), verbose):
+        summary = run_training(cfg, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     if summary["losses"]:
         last = max(summary["losses"])
         typer.echo(

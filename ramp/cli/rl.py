@@ -14,6 +14,7 @@ from ramp.config import load_config
 from ramp.finetune.dapo import train as run_training
 from ramp.rl.config import RLConfig
 from ramp.rl.verl import export_qa, export_samples
+from ramp.rl.verl_launch import Cluster, write_run
 
 rl_app = typer.Typer(no_args_is_help=True)
 
@@ -47,19 +48,43 @@ def export_verl(
         list[str] | None,
         typer.Option("--qa", help="NAME=FILE.jsonl QA set ({id, question, golden_answers})."),
     ] = None,
-    by_k: Annotated[bool, typer.Option(help="One RAMP file per mask count (curriculum stages).")] = True,
-    prompts: Annotated[str, typer.Option("--prompts", help="Prompt templates (recipe or path).")] = "prompts",
+    config: Annotated[str, typer.Option("--config", help="RL recipe the run takes its values from.")] = "rl",
+    overrides: Overrides = None,
+    prompts: Annotated[
+        str | None, typer.Option("--prompts", help="Prompt templates (default: the recipe's data.prompts).")
+    ] = None,
+    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Nodes of the verl run.")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1, help="GPUs per node.")] = 8,
+    retriever_port: Annotated[
+        int, typer.Option("--retriever-port", help="Port of the retriever each node serves on 127.0.0.1.")
+    ] = 8000,
+    max_prompt_length: Annotated[
+        int,
+        typer.Option(
+            "--max-prompt-length", min=1, help="Prompt tokens (the rest of the context is response)."
+        ),
+    ] = 1024,
 ) -> None:
-    """Write RAMP samples (and QA sets) in verl's RL parquet layout, scored by ramp.rl.verl.compute_score."""
+    """Write a verl run: RAMP samples (and QA sets) as verl parquet, the search tool and agent-loop
+    configs, one config per curriculum stage and launch.sh (scored by ramp.rl.verl.compute_score)."""
     if not samples and not qa:
         raise typer.BadParameter("give --samples and/or --qa")
+    settings = load_config(RLConfig, config, overrides or [])
+    templates = prompts or settings.data.prompts
     written = []
     if samples:
-        written += export_samples(samples, output, by_k=by_k, prompts=prompts)
+        by_k = settings.curriculum.mode == "staged"
+        written += export_samples(samples, output, by_k=by_k, prompts=templates)
+    qa_files = []
     for item in qa or []:
         name, sep, source = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"--qa {item!r} is not NAME=FILE")
-        written.append(export_qa(source, output / f"{name}.parquet", data_source=name, prompts=prompts))
-    for path, rows in written:
+        qa_files.append(export_qa(source, output / f"{name}.parquet", data_source=name, prompts=templates))
+    for path, rows in [*written, *qa_files]:
         typer.echo(f"{rows} rows -> {path}")
+    if samples:
+        cluster = Cluster(nnodes, gpus_per_node, retriever_port, max_prompt_length)
+        files = {path.stem: path for path, _ in written}
+        for path in write_run(settings, files, output, cluster, val_files=[p for p, _ in qa_files]):
+            typer.echo(f"wrote {path}")

@@ -18,7 +18,8 @@ def serve_retriever_command(
     config: Annotated[str, typer.Option(help="Config file or recipe name")] = "retrieval",
     overrides: Overrides = None,
 ) -> None:
-    """Serve a local Lucene index over HTTP (POST /retrieve, GET /health)."""
+    """Serve a local index (lucene, dense or hybrid) or a simulated search engine (retriever.kind=simulated)
+    over HTTP (POST /retrieve, GET /health)."""
     import uvicorn
 
     from ramp.errors import UserError
@@ -32,16 +33,34 @@ def serve_retriever_command(
     settings = load_with_retriever(
         RetrievalSettings, config, [*(overrides or []), *server_options], index, None
     )
-    if settings.retriever.kind != "lucene":
-        raise UserError("serve-retriever serves a local index: give --index (or retriever.kind=lucene)")
-    manifest = read_manifest(settings.retriever.index or "")
-    info = {"index": str(settings.retriever.index), "documents": manifest["documents"]}
+    retriever_config = settings.retriever
+    kind = retriever_config.kind
+    if kind == "http":
+        raise UserError(
+            "serve-retriever serves a local index or a simulated engine: give --index "
+            "(or retriever.kind=lucene|dense|hybrid) or --set retriever.kind=simulated"
+        )
+    if kind == "simulated":
+        simulator = retriever_config.simulator
+        info: dict[str, object] = {
+            "kind": kind,
+            "simulator": simulator.backend,
+            "model": simulator.model,
+            "noise_probability": simulator.noise.p_start,
+        }
+        what = f"a simulated search engine ({simulator.backend} {simulator.model or simulator.base_url})"
+    else:
+        manifest = read_manifest(retriever_config.index or "")
+        info = {"index": str(retriever_config.index), "kind": kind, "documents": manifest["documents"]}
+        if kind == "hybrid":
+            info["dense_index"] = str(retriever_config.dense_index)
+        what = f"{info['documents']} documents of {info['index']} ({kind})"
     listener = _bind(settings.server.host, settings.server.port)
-    retriever = build_retriever(settings.retriever)
+    retriever = build_retriever(retriever_config)
     try:
         app = create_app(retriever, settings.server, info)
         where = f"http://{settings.server.host}:{listener.getsockname()[1]}"
-        typer.echo(f"serving {info['documents']} documents of {info['index']} on {where} (Ctrl-C stops)")
+        typer.echo(f"serving {what} on {where} (Ctrl-C stops)")
         uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[listener])
     finally:
         retriever.close()

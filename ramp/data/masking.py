@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from ramp.data.config import MaskConfig
 from ramp.data.passages import Passage
@@ -35,7 +36,7 @@ from ramp.data.samples import MASK_TOKEN, Mask, Sample, mask_text
 from ramp.data.splitting import sentence_spans
 from ramp.prompts import PromptTemplates, ramp_user_prompt
 from ramp.seeding import record_rng
-from ramp.text import content_key, normalize, word_spans
+from ramp.text import content_words, normalize, normalize_cached
 
 _DISAMBIGUATION = re.compile(r"\s*\([^()]*\)\s*$")
 _DRAW_ATTEMPTS = 8
@@ -44,8 +45,11 @@ _DRAW_ATTEMPTS = 8
 KProbabilities = Mapping[int, Sequence[float]]
 
 
-def title_forms(title: str) -> set[str]:
-    return {normalize(title, "ramp"), normalize(_DISAMBIGUATION.sub("", title), "ramp")} - {""}
+@functools.lru_cache(maxsize=1024)
+def title_forms(title: str) -> frozenset[str]:
+    """The ``ramp`` forms of a title, with and without its disambiguation (memoised: an article's
+    passages share it)."""
+    return frozenset({normalize(title, "ramp"), normalize(_DISAMBIGUATION.sub("", title), "ramp")} - {""})
 
 
 def eligible_spans(text: str, title: str, candidates: Sequence[Span]) -> list[Span]:
@@ -53,14 +57,15 @@ def eligible_spans(text: str, title: str, candidates: Sequence[Span]) -> list[Sp
     ordered = sorted(candidates, key=lambda s: (s.start, s.end))
     titles = title_forms(title)
     words = _content_words(text)
-    everywhere = Counter(key for _, _, key in words)
+    everywhere = Counter(words.keys)
     eligible = []
     for i, span in enumerate(ordered):
-        others = ordered[:i] + ordered[i + 1 :]
-        if any(o.start < span.end and span.start < o.end for o in others):
+        if any(j != i and o.start < span.end and span.start < o.end for j, o in enumerate(ordered)):
             continue
-        inside = Counter(key for a, b, key in words if a >= span.start and b <= span.end)
-        if not inside or normalize(span.text, "ramp") in titles:
+        # the words inside the span: words are ordered and disjoint, so they are a slice
+        first, last = bisect.bisect_left(words.starts, span.start), bisect.bisect_right(words.ends, span.end)
+        inside = Counter(words.keys[first:last])
+        if not inside or normalize_cached(span.text, "ramp") in titles:
             continue
         if any(everywhere[key] > count for key, count in inside.items()):
             continue  # a content word of the span is visible elsewhere
@@ -68,17 +73,24 @@ def eligible_spans(text: str, title: str, candidates: Sequence[Span]) -> list[Sp
     return eligible
 
 
+class _Words(NamedTuple):
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    keys: tuple[str, ...]
+
+
 @functools.lru_cache(maxsize=64)
-def _content_words(text: str) -> tuple[tuple[int, int, str], ...]:
-    """``(start, end, key)`` of the content words of ``text`` (:func:`ramp.text.content_key`); cached,
-    as eligibility and the conflict test of every draw read the same passage."""
-    return tuple((a, b, key) for a, b in word_spans(text) if (key := content_key(text[a:b])))
+def _content_words(text: str) -> _Words:
+    """The content words of ``text`` (:func:`ramp.text.content_words`) as starts, ends and keys; cached, as
+    eligibility and the conflict test of every draw read the same passage."""
+    found = content_words(text)
+    return _Words(*(tuple(column) for column in zip(*found, strict=True))) if found else _Words((), (), ())
 
 
 def conflict_test(text: str, config: MaskConfig) -> Callable[[Span, Span], bool]:
     """``conflicts(a, b)``: the two spans may not both be masked (see the module docstring)."""
     words = _content_words(text)
-    starts, ends = [a for a, _, _ in words], [b for _, b, _ in words]
+    starts, ends = words.starts, words.ends
     sentence_starts = [a for a, _ in sentence_spans(text)] if config.one_per_sentence else []
 
     def conflicts(a: Span, b: Span) -> bool:

@@ -42,9 +42,10 @@ def load_nlp(model_name: str, drop_idle_tok2vec: bool = True) -> Any:
     return nlp
 
 
-def candidate_spans(doc: Any, config: SpanConfig) -> list[Span]:
-    """Cleaned NER entities whose label maps to a mask type, in passage order."""
-    types, text = config.label_types, doc.text  # Doc.text is rebuilt from the tokens on every access
+def candidate_spans(doc: Any, config: SpanConfig, text: str | None = None) -> list[Span]:
+    """Cleaned NER entities whose label maps to a mask type, in passage order (``text``: the doc's text, as
+    given to spaCy; ``doc.text`` is rebuilt from the tokens)."""
+    types, text = config.label_types, doc.text if text is None else text
     found = []
     for ent in doc.ents:
         label = ent.label_
@@ -65,7 +66,7 @@ class SpacyExtractor:
 
     def __call__(self, texts: Sequence[str]) -> list[list[Span] | str]:
         docs = self.nlp.pipe(list(texts), batch_size=max(1, len(texts)))
-        return [candidate_spans(doc, self.config) for doc in docs]
+        return [candidate_spans(doc, self.config, text) for doc, text in zip(docs, texts, strict=True)]
 
     def drain_counts(self) -> dict[str, int]:
         return {}

@@ -1,4 +1,4 @@
-"""Typed configuration of the DAPO trainer (``configs/rl.yaml``)."""
+"""Typed configuration of the RL trainer (``configs/rl.yaml``): DAPO/GRPO, or PPO with a value model."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from ramp.config import StrictModel
 from ramp.retrieval.config import RetrieverConfig
 from ramp.retrieval.env import SearchConfig
 from ramp.rewards import RewardConfig
-from ramp.rl.core_algos import AggMode
+from ramp.rl.core_algos import AggMode, get_adv_estimator, get_kl_penalty, get_policy_loss, needs_critic
 from ramp.rl.curriculum import CurriculumConfig
+from ramp.train.health import HealthConfig
 
 
 class PolicyConfig(StrictModel):
@@ -29,20 +30,39 @@ class OverlongConfig(StrictModel):
 
 
 class AlgorithmConfig(StrictModel):
-    adv_estimator: str = "grpo"
+    adv_estimator: str = "grpo"  # grpo | gae (reads the critic's values: critic.enable)
     adv_eps: float = Field(default=1e-6, gt=0)
+    gamma: float = Field(default=1.0, ge=0, le=1)  # gae: discount
+    lam: float = Field(default=1.0, ge=0, le=1)  # gae: lambda
     policy_loss: str = "dapo"
     loss_agg_mode: AggMode = "token-mean"
     clip_low: float = Field(default=0.2, ge=0, lt=1)
     clip_high: float = Field(default=0.28, ge=0)
     clip_c: float | None = Field(default=3.0, gt=1)  # dual clip; None disables
     kl_coef: float = Field(default=0.0, ge=0)  # 0: no KL term and no reference model
-    kl_penalty: str = "low_var_kl"
+    kl_penalty: str = "low_var_kl"  # the KL estimator of the loss term and of the reward term
+    kl_in_reward: float = Field(default=0.0, ge=0)  # > 0: minus this × KL per sampled token in the reward
     entropy_coef: float = Field(default=0.0, ge=0)
     filter_groups: bool = True  # dynamic sampling
     filter_metric: Literal["answer", "total", "format"] = "answer"  # the score before shaping
     max_num_gen_batches: int = Field(default=10, ge=0)  # 0: unlimited
     overlong: OverlongConfig = OverlongConfig()
+
+
+class CriticConfig(StrictModel):
+    """The value model of PPO with GAE: the policy checkpoint's trunk (or ``model``'s, same tokenizer) with
+    a fresh scalar head, trained on the same rollouts with its own optimizer."""
+
+    enable: bool = False
+    model: str = ""  # an HF checkpoint directory; empty: policy.model
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)  # LR warmup, in trainer steps
+    grad_clip: float = Field(default=1.0, gt=0)
+    value_clip: float = Field(default=0.5, gt=0)  # new values stay within ± this of the rollout's
+    head_start_steps: int = Field(
+        default=0, ge=0
+    )  # first steps that train only the critic (verl: critic_warmup)
 
 
 class RLDataConfig(StrictModel):
@@ -72,6 +92,7 @@ class TrainerConfig(StrictModel):
     mlflow_uri: str | None = None
     progress: bool = True
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads; None: torch's default
+    health: HealthConfig = HealthConfig()  # non-finite loss/gradients, entropy collapse, length blow-up
 
 
 class RLConfig(StrictModel):
@@ -82,6 +103,7 @@ class RLConfig(StrictModel):
     search: SearchConfig = SearchConfig(top_k=3)
     reward: RewardConfig = RewardConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
+    critic: CriticConfig = CriticConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     data: RLDataConfig = RLDataConfig()
     trainer: TrainerConfig = TrainerConfig()
@@ -90,8 +112,28 @@ class RLConfig(StrictModel):
     def _check(self) -> RLConfig:
         if self.backend.kind == "openai":
             raise ValueError("backend.kind 'openai' cannot receive trained weights: use hf or vllm")
-        if self.rollout.n < 2 and self.algorithm.adv_estimator == "grpo":
+        algo = self.algorithm
+        for lookup, name in (
+            (get_adv_estimator, algo.adv_estimator),
+            (get_policy_loss, algo.policy_loss),
+            (get_kl_penalty, algo.kl_penalty),
+        ):
+            lookup(name)  # an unknown name fails here, before anything runs
+        if needs_critic(algo.adv_estimator) and not self.critic.enable:
+            raise ValueError(
+                f"algorithm.adv_estimator {algo.adv_estimator!r} reads a value model: set critic.enable=true"
+            )
+        if self.critic.enable and not needs_critic(algo.adv_estimator):
+            raise ValueError(
+                f"critic.enable: algorithm.adv_estimator {algo.adv_estimator!r} reads no values (use gae)"
+            )
+        if self.rollout.n < 2 and algo.adv_estimator == "grpo":
             raise ValueError("rollout.n must be >= 2 for group advantages")
+        if self.rollout.n < 2 and algo.filter_groups:
+            raise ValueError(
+                "algorithm.filter_groups keeps groups whose scores differ: it needs rollout.n >= 2 "
+                "(or set algorithm.filter_groups=false)"
+            )
         if self.rollout.temperature <= 0:
             raise ValueError("rollout.temperature must be > 0 for RL (greedy groups have no spread)")
         return self

@@ -1,6 +1,7 @@
-"""DAPO's formulas as pure torch functions, registered by name and selected from config (as verl's
-``core_algos``): group advantages, the clipped policy loss and its aggregation modes, the KL penalty,
-overlong reward shaping and the dynamic-sampling group filter.
+"""The RL formulas as pure torch functions, registered by name and selected from config (as verl's
+``core_algos``): group advantages (``grpo``) and GAE over a value model's values (``gae``), masked
+whitening, the clipped policy and value losses and their aggregation modes, the KL penalty, overlong
+reward shaping and the dynamic-sampling group filter.
 
 Shapes: ``[B, T]`` per-token tensors over the response positions (``response_mask`` 1 on tokens the
 policy sampled: the loss never touches prompt, retrieved or appended tokens), ``[B]`` per sequence.
@@ -16,7 +17,8 @@ import torch
 AggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
 AGG_MODES: tuple[str, ...] = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
 
-ADV_ESTIMATORS: dict[str, Callable[..., torch.Tensor]] = {}
+ADV_ESTIMATORS: dict[str, Callable[..., Any]] = {}
+CRITIC_ESTIMATORS: frozenset[str] = frozenset({"gae"})  # estimators that read a value model's values
 POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]] = {}
 KL_PENALTIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
 
@@ -33,8 +35,13 @@ def _register(table: dict[str, Any], name: str) -> Callable[[F], F]:
     return decorator
 
 
-def get_adv_estimator(name: str) -> Callable[..., torch.Tensor]:
+def get_adv_estimator(name: str) -> Callable[..., Any]:
     return _lookup(ADV_ESTIMATORS, name, "advantage estimator")
+
+
+def needs_critic(name: str) -> bool:
+    """Does advantage estimator ``name`` read a value model (token-level advantages and returns)?"""
+    return name in CRITIC_ESTIMATORS
 
 
 def get_policy_loss(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, float]]]:
@@ -73,6 +80,113 @@ def grpo_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], eps: f
             mean, std = group.mean(), group.std(unbiased=True)
         out[index] = (group - mean) / (std + eps)
     return out
+
+
+SumOverRanks = Callable[[list[float]], list[float]]
+
+
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, sum_over_ranks: SumOverRanks | None = None
+) -> torch.Tensor:
+    """(values - mean) / sqrt(var + 1e-8), mean and unbiased variance over ``mask``-1 entries (verl's
+    ``masked_whiten``: means divide by count + 1e-8, variance times count / (count - 1)).
+
+    ``sum_over_ranks`` (element-wise sums over ranks, e.g. ``Dist.sum_all``) makes the statistics those
+    of the whole batch when each rank holds a share of it; None: this tensor is the whole batch.
+    """
+    total = sum_over_ranks or (lambda xs: xs)
+    mask = mask.to(values.dtype)
+    value_sum, count = total([float((values * mask).sum()), float(mask.sum())])
+    if count < 2:
+        raise ValueError(f"whitening needs at least 2 unmasked values, got {count:g}")
+    mean = value_sum / (count + 1e-8)
+    (squares,) = total([float(((values - mean) ** 2 * mask).sum())])
+    var = squares / (count + 1e-8) * count / (count - 1)
+    return (values - mean) * (var + 1e-8) ** -0.5
+
+
+@_register(ADV_ESTIMATORS, "gae")
+def gae_advantages(
+    token_level_rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    *,
+    sum_over_ranks: SumOverRanks | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over ``[B, T]`` tokens, as verl's ``compute_gae_advantage_return``.
+
+    A reverse scan: at a sampled token (mask 1) delta = r_t + gamma * V_next - V_t and
+    A_t = delta + gamma * lam * A_next, and V_t becomes the next value; an observation token (mask 0:
+    prompt, retrieved result text, padding) changes nothing, so the value and advantage after it carry
+    over to the sampled token before it (multi-turn GAE) and its reward and value are never read.
+    Returns (advantages whitened over mask-1 tokens, returns = raw advantages + values). Positions with
+    mask 0 hold carried-over numbers that every loss masks out.
+    """
+    if not token_level_rewards.shape == values.shape == response_mask.shape or values.dim() != 2:
+        raise ValueError(
+            "token_level_rewards, values and response_mask must be [B, T] of one shape; got "
+            f"{tuple(token_level_rewards.shape)}, {tuple(values.shape)}, {tuple(response_mask.shape)}"
+        )
+    with torch.no_grad():
+        rewards, values = token_level_rewards.float(), values.float()
+        mask = response_mask.float()
+        next_value = values.new_zeros(values.shape[0])
+        next_advantage = values.new_zeros(values.shape[0])
+        reversed_advantages = []
+        for t in reversed(range(values.shape[1])):
+            delta = rewards[:, t] + gamma * next_value - values[:, t]
+            advantage = delta + gamma * lam * next_advantage
+            next_value = torch.where(mask[:, t] > 0, values[:, t], next_value)
+            next_advantage = torch.where(mask[:, t] > 0, advantage, next_advantage)
+            reversed_advantages.append(next_advantage)
+        advantages = torch.stack(reversed_advantages[::-1], dim=1)
+        returns = advantages + values
+        return masked_whiten(advantages, mask, sum_over_ranks), returns
+
+
+def outcome_token_rewards(scores: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` token-level rewards of outcome scores ``[B]``: each sequence's score on its last
+    ``response_mask``-1 token (the last token the policy sampled), 0 elsewhere."""
+    mask = response_mask > 0
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(mask, positions, -1).max(dim=1).values
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    rows = torch.nonzero(last >= 0).squeeze(1)
+    out[rows, last[rows]] = scores.to(out.dtype)[rows]
+    return out
+
+
+def value_loss(
+    vpreds: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_range: float = 0.5,
+    agg: str = "token-mean",
+    *,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped value loss (verl's ``compute_value_loss``): 0.5 * agg(max((v - R)^2, (v_clip - R)^2))
+    with v_clip = old + clamp(v - old, ±``clip_range``), over ``response_mask``-1 tokens only.
+
+    Metrics: ``vf_clipfrac`` (tokens whose clipped term was the larger).
+    """
+    clipped = old_values + (vpreds - old_values).clamp(-clip_range, clip_range)
+    unclipped_loss = (vpreds - returns) ** 2
+    clipped_loss = (clipped - returns) ** 2
+    loss = 0.5 * aggregate(
+        torch.maximum(unclipped_loss, clipped_loss),
+        response_mask,
+        agg,
+        global_tokens=global_tokens,
+        global_seqs=global_seqs,
+    )
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped_loss > unclipped_loss).to(vpreds.dtype), response_mask)
+    return loss, {"vf_clipfrac": float(clipfrac)}
 
 
 def aggregate(

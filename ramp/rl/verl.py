@@ -3,9 +3,12 @@
 Rows: ``data_source`` (``ramp`` or the QA set's name), ``prompt`` (system + user chat messages, the same
 prompts as ``ramp rl train``), ``ability``, ``reward_model`` ``{"style": "rule", "ground_truth":
 {"target", "num_masks"}}`` (``target``: per mask its accepted fills; QA: one entry, the accepted answers;
-``num_masks`` 0 for QA) and ``extra_info`` (``index``: a unique id, ``split``, ``num_masks``,
-``exclude_doc_ids`` for the search tool). verl calls :func:`compute_score` with
-``custom_reward_function.path=<this file> custom_reward_function.name=compute_score``.
+``num_masks`` 0 for QA), ``extra_info`` (``index``: a unique id, ``split``, ``num_masks``,
+``exclude_doc_ids``, and ``tools_kwargs``: the same exclusions as the search tool's ``create_kwargs``) and
+``agent_name`` (``ramp_search``: RAMP's agent loop, :mod:`ramp.finetune.verl_agent`). verl calls
+:func:`compute_score` with ``custom_reward_function.path=pkg://ramp.rl.verl``
+``custom_reward_function.name=compute_score``. The configs and launch script of a run:
+:mod:`ramp.rl.verl_launch`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ramp.prompts import load_templates
 from ramp.rewards import RewardConfig, combined_reward
 
 RAMP_SOURCE = "ramp"
+AGENT_NAME = "ramp_search"  # ramp.finetune.verl_agent.RampAgentLoop
 
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 VERL_SCHEMA = pa.schema(
@@ -55,10 +59,31 @@ VERL_SCHEMA = pa.schema(
                     pa.field("split", pa.string()),
                     pa.field("num_masks", pa.int32()),
                     pa.field("exclude_doc_ids", pa.list_(pa.string())),
+                    pa.field(
+                        "tools_kwargs",
+                        pa.struct(
+                            [
+                                pa.field(
+                                    "search",
+                                    pa.struct(
+                                        [
+                                            pa.field(
+                                                "create_kwargs",
+                                                pa.struct(
+                                                    [pa.field("exclude_doc_ids", pa.list_(pa.string()))]
+                                                ),
+                                            )
+                                        ]
+                                    ),
+                                )
+                            ]
+                        ),
+                    ),
                 ]
             ),
             nullable=False,
         ),
+        pa.field("agent_name", pa.string(), nullable=False),
     ]
 )
 
@@ -79,7 +104,9 @@ def verl_row(task: Task, data_source: str, split: str = "train") -> dict[str, An
             "split": split,
             "num_masks": num_masks,
             "exclude_doc_ids": list(task.exclude_doc_ids),
+            "tools_kwargs": {"search": {"create_kwargs": {"exclude_doc_ids": list(task.exclude_doc_ids)}}},
         },
+        "agent_name": AGENT_NAME,
     }
 
 
@@ -143,13 +170,15 @@ def compute_score(
     solution_str: str,
     ground_truth: Mapping[str, Any],
     extra_info: Mapping[str, Any] | None = None,
-    config: RewardConfig | None = None,
+    reward_config: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """verl's reward hook: ``ramp``'s combined reward of one response (``score``), with its parts.
 
     ``solution_str`` is the whole response (model text and the inserted result blocks). Values may come
-    as numpy arrays (verl reads parquet through pandas); they are read as plain lists.
+    as numpy arrays (verl reads parquet through pandas); they are read as plain lists. ``reward_config``
+    is the recipe's ``reward:`` section (``custom_reward_function.reward_kwargs.reward_config``).
     """
+    config = RewardConfig.model_validate(dict(reward_config)) if reward_config is not None else None
     target = [_strings(golds) for golds in ground_truth["target"]]
     num_masks = int(ground_truth.get("num_masks") or 0)
     if num_masks:

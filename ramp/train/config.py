@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ramp.config import StrictModel
+from ramp.train.health import HealthConfig
 
 
 class PrepareConfig(StrictModel):
@@ -66,6 +67,11 @@ class TrainConfig(StrictModel):
     global_batch_size: int = Field(default=64, ge=1)  # rows per optimizer step, over all DP ranks
     seed: int = 1234
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # loss: output layer + cross entropy at loss-carrying positions only; all: at every position (same loss)
+    logits: Literal["loss", "all"] = "loss"
+    health: HealthConfig = Field(
+        default_factory=HealthConfig
+    )  # non-finite loss or gradient norm: stop | skip
 
 
 class CheckpointConfig(StrictModel):
