@@ -2,7 +2,8 @@
 
 Every other import sits at the top of its module. These cannot: the core library imports without Beam,
 Megatron or vLLM (``tests/test_import_light.py``), and a command or a Beam worker must not pay seconds
-for an engine its configuration does not use (spaCy: one span extractor; datasets: hub inputs).
+for an engine its configuration does not use (spaCy: one span extractor; datasets: hub inputs; FAISS,
+torch and transformers: the dense retriever's index and encoder).
 Two more load on demand where they are used: Java and Anserini in :mod:`ramp.retrieval.jvm`, and the
 hf backend (torch, transformers) in :mod:`ramp.agent.backends`.
 """
@@ -42,3 +43,18 @@ def spacy() -> ModuleType:
 def datasets() -> ModuleType:
     """``datasets`` (QA sets read from the Hugging Face hub)."""
     return importlib.import_module("datasets")
+
+
+def faiss() -> ModuleType:
+    """``faiss`` (dense indexes)."""
+    return importlib.import_module("faiss")
+
+
+def torch() -> ModuleType:
+    """``torch`` (the dense retriever's encoder)."""
+    return importlib.import_module("torch")
+
+
+def transformers() -> ModuleType:
+    """``transformers`` (the dense retriever's encoder)."""
+    return importlib.import_module("transformers")

@@ -28,11 +28,13 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
 from openai_server import ScriptedOpenAIServer
 from tiny_model import tiny_model, tiny_tokenizer
 
 from ramp.data.synthesis import rule_descriptions
 from ramp.retrieval.base import Hit
+from ramp.retrieval.indexing import build_index
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -748,10 +750,6 @@ def _rows(directory: Path) -> list[dict[str, Any]]:
 
 def _facts(ws: Workspace) -> None:
     """The hand-made corpus of ``tests/facts_corpus.py``, its index, its seed questions and its queries."""
-    from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
-
-    from ramp.retrieval.indexing import build_index
-
     out = ws.root / "runs/facts"
     out.mkdir(parents=True)
     build_index([write_corpus(out / "corpus.jsonl")], ws.root / "runs/index/facts", threads=1, progress=False)
