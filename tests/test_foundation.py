@@ -122,7 +122,7 @@ RECIPE_MODELS = {
     "rl": "ramp.rl.config:RLConfig",
     "eval": "ramp.qa.config:EvalConfig",
     "pretrain": "ramp.train.config:PretrainConfig",
-    "sim": "ramp.data.sim_pairs:SimSettings",
+    "sim": "ramp.cot.sim_pairs:SimSettings",
     "synth": "ramp.data.synthesis:SynthesisSettings",
     "experiment/ramp_effect": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.ramp_effect:RampEffectConfig",
