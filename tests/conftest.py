@@ -32,12 +32,15 @@ HEAVY = frozenset(
         "test_demo.py",
         "test_eval_run.py",
         "test_experiment.py",
+        "test_gpu_check.py",
         "test_packaging.py",
+        "test_pretrain_model.py",
         "test_pretrain_train.py",
         "test_readme_commands.py",
         "test_retrieval_index.py",
         "test_rl_trainer.py",
         "test_server.py",
+        "test_simulated_search.py",
     }
 )
 _unknown = HEAVY - {p.name for p in Path(__file__).parent.glob("test_*.py")}

@@ -7,13 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from ramp.finetune.dapo import load_tasks
 
 from ramp.config import ConfigError, load_config
 from ramp.qa import DATASETS, QADataError, load_qa
 from ramp.qa.config import EvalConfig
 from ramp.qa.loaders import flatten_answer, write_qa_jsonl
 from ramp.rl.config import RLConfig
+from ramp.rl.episodes import load_tasks
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLES = Path(__file__).resolve().parent / "data" / "qa"
