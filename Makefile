@@ -8,13 +8,13 @@ DEMO_CONFIG ?= configs/demo/demo.yaml
 DEMO_ARGS ?=
 # Python sources: the library, its entry folders (installed as ramp.pipelines, ramp.pretrain, ...), tests, benchmarks.
 PACKAGES := ramp $(wildcard pipelines pretrain finetune eval)
-SOURCES := $(PACKAGES) tests bench
+SOURCES := $(PACKAGES) tests bench .ci
 
 VERL_VENV ?= .venv-verl
 VERL_PY := $(VERL_VENV)/bin/python
 VERL_TESTS := $(wildcard tests/test_verl*.py)
 
-.PHONY: setup demo test lint bench bench-memory verl-env gpu-check gpu-wheels
+.PHONY: setup demo test test-fast lint bench bench-memory verl-env gpu-check gpu-wheels
 
 $(VENV)/.installed: pyproject.toml requirements/spacy-model.txt
 	python3 -m venv $(VENV)
@@ -46,16 +46,23 @@ verl-env: $(VERL_VENV)/.installed
 demo: setup
 	$(RAMP) experiment demo --config $(DEMO_CONFIG) --output $(DEMO_OUT) --set input=$(DEMO_INPUT) $(DEMO_ARGS)
 
+# ruff, ruff format, mypy, and the import contracts of pyproject's [tool.importlinter].
 lint: setup
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/mypy $(PACKAGES)
+	$(PY) .ci/check_imports.py
 
 # Two processes, each test file kept on one (module fixtures such as the README workspace stay whole);
 # then the verl tests in verl's environment (they skip in .venv, where verl is not installed).
 test: lint $(VERL_VENV)/.installed
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 	$(VERL_PY) -m pytest -q -n 2 --dist loadfile $(VERL_TESTS)
+
+# The fast tier, without lint (under 3 minutes on 2 cores): every test module but those marked heavy, which
+# start torch, Beam, Java or Megatron subprocesses (tests/conftest.py lists them).
+test-fast: setup
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not heavy"
 
 bench: setup
 	$(PY) bench/bench_data.py

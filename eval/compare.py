@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
 from ramp.errors import UserError
 from ramp.qa.scoring import comparison_table, markdown_table
 from ramp.tracking import tracking_uri
@@ -39,8 +43,6 @@ class Comparison:
 
 def find_run(client: Any, run_or_name: str) -> Any:
     """The run with this id, else the latest finished run with this name."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_run(run_or_name)
     except MlflowException:
@@ -67,8 +69,6 @@ def compare_runs(
     uri: str | None = None,
 ) -> Comparison:
     """Build the table of ``metric`` for ``runs`` and write ``compare.md`` and ``compare.png``."""
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri(uri))
     entries: list[tuple[str, dict[str, float], list[str]]] = []
     for name in runs:
@@ -89,12 +89,8 @@ def compare_runs(
 
 
 def _table_png(header: list[str], rows: list[list[str]], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(header) + 1.5), 0.45 * len(rows) + 1.2))
+    figure = Figure(figsize=(max(4.0, 1.3 * len(header) + 1.5), 0.45 * len(rows) + 1.2))
+    ax = figure.subplots()
     ax.axis("off")
     table = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
     table.auto_set_font_size(False)
@@ -105,4 +101,3 @@ def _table_png(header: list[str], rows: list[list[str]], title: str, path: Path)
             cell.set_text_props(weight="bold")
     ax.set_title(title)
     figure.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(figure)

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ramp.pretrain.convert import mcore_to_hf
+from ramp.pretrain.prepare import run_prepare
+from ramp.pretrain.train import run_training
 
 from ramp.train.config import PretrainConfig
 
@@ -25,10 +28,6 @@ def run_sft(
     trajectories: str | Path, output: str | Path, config: PretrainConfig, workers: int = 1
 ) -> dict[str, Any]:
     """Prepare shards, train from ``model.hf``, write ``output/policy``; returns the run's summary."""
-    from ramp.pretrain.convert import mcore_to_hf
-    from ramp.pretrain.prepare import run_prepare
-    from ramp.pretrain.train import run_training
-
     out = Path(output)
     manifest = run_prepare(trajectories, out / "shards", config, workers)
     summary = run_training(config, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -31,16 +31,22 @@ from ramp.pipelines.io import WriteJsonlShards, clear_outputs, shard_path
 from ramp.pipelines.runner import LOCAL, BeamRun
 from ramp.pipelines.samples_io import UNPARSEABLE, ReadSamples
 
+from ramp.agent.backends.base import GenerationRequest
+from ramp.agent.backends.openai import OpenAIBackend
 from ramp.data.rejections import Rejection
 from ramp.data.synthesis import (
     STAGE,
+    Describer,
     QuestionSynthesizer,
+    SynthConfig,
     SynthesisSettings,
     SynthesizedQuestion,
-    llm_describer,
+    description_prompt,
     seed_from_row,
 )
+from ramp.retrieval.base import Hit
 from ramp.retrieval.config import build_retriever
+from ramp.seeding import stable_seed
 
 QUESTIONS = "questions"
 REJECTED = "rejected"
@@ -60,6 +66,22 @@ def seed_files(seeds: str | Path) -> list[str]:
     return files
 
 
+def llm_describer(backend: Any, config: SynthConfig) -> Describer:
+    """A describer that asks a generation backend (chat messages) for one description."""
+
+    def describe(entity: str, hit: Hit, noun: str | None) -> list[str]:
+        request = GenerationRequest(
+            messages=description_prompt(entity, hit, noun),
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            seed=stable_seed(config.seed, "describe", entity, hit.doc_id) % 2**31,
+        )
+        (result,) = backend.generate([request])
+        return [result.text]
+
+    return describe
+
+
 class SynthesizeFn(beam.DoFn):
     """Seed rows -> question rows (main) and :class:`Rejection` (``rejected``)."""
 
@@ -72,8 +94,6 @@ class SynthesizeFn(beam.DoFn):
         synth = self.settings.synth
         describe = None
         if synth.backend == "openai":
-            from ramp.agent.backends.openai import OpenAIBackend
-
             self._backend = OpenAIBackend(synth.openai)
             describe = llm_describer(self._backend, synth)
         self._synthesizer = QuestionSynthesizer(build_retriever(self.settings.retriever), synth, describe)
@@ -158,7 +178,7 @@ def _write_stats(counts: Counter[str], output_dir: str, settings: SynthesisSetti
     return stats
 
 
-class WriteStats(beam.PTransform):
+class WriteSynthesisStats(beam.PTransform):
     def __init__(self, output_dir: str, settings: SynthesisSettings) -> None:
         super().__init__()
         self.output_dir, self.settings = output_dir, settings
@@ -191,7 +211,7 @@ def build(
         | "CountKept" >> beam.Map(lambda r: Counter({"kept": 1, f"hops:{r['metadata']['hops']}": 1})),
         made[REJECTED]
         | "CountRejected" >> beam.Map(lambda r: Counter({"rejected": 1, f"reason:{r.reason}": 1})),
-    ) | "WriteStats" >> WriteStats(out, settings)
+    ) | "WriteStats" >> WriteSynthesisStats(out, settings)
 
 
 @dataclass(frozen=True)

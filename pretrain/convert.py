@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ramp import engines
+from ramp.train import cpu_shim
 from ramp.train.checkpoint import load_model, read_meta, resolve_checkpoint, save_model, shape_from_meta
 from ramp.train.model import Qwen2Shape, build_gpt_model, padded_vocab_size, transformer_config
 from ramp.train.parallel import init_parallel, shutdown_parallel
@@ -31,9 +36,7 @@ CHECK_TOLERANCE = 1e-5
 @contextmanager
 def _parallel(tp: int = 1) -> Any:
     """Megatron's groups for this block: a world of one unless torch.distributed is already running."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
+    parallel_state = engines.megatron("parallel_state")
     owned = not dist.is_initialized()
     ready = parallel_state.model_parallel_is_initialized()
     if not ready:
@@ -48,8 +51,6 @@ def _parallel(tp: int = 1) -> Any:
 
 
 def load_hf(hf_dir: str | Path, dtype: torch.dtype = torch.float32) -> Any:
-    from transformers import AutoModelForCausalLM
-
     return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype, attn_implementation="eager").eval()
 
 
@@ -82,8 +83,6 @@ def mcore_state(ckpt: str | Path) -> tuple[dict[str, torch.Tensor], Qwen2Shape, 
 
 def mcore_to_hf(ckpt: str | Path, hf_config: str | Path, out: str | Path) -> Path:
     """Write a megatron checkpoint as a HF model in ``out`` with ``hf_config``'s config (and tokenizer)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     state, shape, _ = mcore_state(ckpt)
     config = AutoConfig.from_pretrained(hf_config)
     if Qwen2Shape.from_hf(config) != shape:
@@ -105,12 +104,10 @@ def fixed_input(vocab_size: int, batch: int = 2, length: int = 48, seed: int = 0
 
 def mcore_logits(ckpt: str | Path, ids: torch.Tensor) -> torch.Tensor:
     """fp32 logits ``[b, s, vocab]`` (padding removed) of a checkpoint at this process's TP size."""
-    from megatron.core import parallel_state
-
     directory = resolve_checkpoint(ckpt)
     meta = read_meta(directory)
     shape = shape_from_meta(meta)
-    tp = parallel_state.get_tensor_model_parallel_world_size()
+    tp = engines.megatron("parallel_state").get_tensor_model_parallel_world_size()
     model = build_gpt_model(
         shape, transformer_config(shape, tp=tp), vocab_size=meta["padded_vocab_size"], parallel_output=False
     ).eval()
@@ -126,10 +123,6 @@ def mcore_logits(ckpt: str | Path, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _tp_worker(rank: int, tp: int, store: str, ckpt: str, ids: torch.Tensor, result: str) -> None:
-    import torch.distributed as dist
-
-    from ramp.train import cpu_shim
-
     cpu_shim.install()
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=tp)
     init_parallel(tp=tp)
@@ -151,8 +144,6 @@ def check_conversion(hf_dir: str | Path, tp: int = 1, work_dir: str | Path | Non
             with _parallel():
                 logits = mcore_logits(ckpt, ids)
         else:
-            import torch.multiprocessing as mp
-
             result = str(Path(tmp) / "logits.pt")
             mp.spawn(_tp_worker, args=(tp, str(Path(tmp) / "store"), str(ckpt), ids, result), nprocs=tp)
             logits = torch.load(result)

@@ -28,6 +28,7 @@ from ramp.pipelines.io import WriteJsonlShards, clear_outputs, shard_path
 from ramp.pipelines.runner import pipeline_options
 from ramp.pipelines.samples_io import ReadSamples
 
+from ramp.agent.backends import load_tokenizer
 from ramp.data.rejections import Rejection
 from ramp.seeding import stable_seed
 from ramp.train.config import PretrainConfig
@@ -47,12 +48,6 @@ def trajectory_files(directory: str | Path) -> list[str]:
     if not files:
         raise FileNotFoundError(f"no trajectories-*.parquet in {directory} (make them with `ramp data cot`)")
     return files
-
-
-def load_tokenizer(path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
 
 
 class TokenizeFn(beam.DoFn):

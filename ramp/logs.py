@@ -51,43 +51,45 @@ def quiet_logs(output: str | Path, name: str, verbose: bool = False) -> Iterator
     saved_stderr, saved_level, saved_fd = sys.stderr, root.level, os.dup(2)
     saved_showwarning, mlflow_set = warnings.showwarning, MLFLOW_LOGGING in os.environ
     console = outer[0] if outer else _console()
-    with open(path, "a", encoding="utf-8") as log:
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        if outer:
-            root.removeHandler(outer[1])
-        adopted = _adopt_loggers(handler)
-        _open.append((console, handler))
-        os.dup2(log.fileno(), 2)
-        sys.stderr = console
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        warnings.showwarning = _to_file(log)
-        os.environ.setdefault(MLFLOW_LOGGING, "false")
-        try:
-            yield path
-        finally:
-            if not mlflow_set:
-                os.environ.pop(MLFLOW_LOGGING, None)
-            warnings.showwarning = saved_showwarning
-            root.removeHandler(handler)
-            root.setLevel(saved_level)
-            _release_loggers(adopted, handler)
-            _open.pop()
+    try:
+        with open(path, "a", encoding="utf-8") as log:
+            handler = logging.StreamHandler(log)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             if outer:
-                root.addHandler(outer[1])
-            sys.stderr = saved_stderr
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
-            if not outer:
-                console.close()
-    if path.stat().st_size:
-        print(f"(logs: {path})", file=sys.stderr)
-    else:  # nothing was logged (e.g. the stage stopped at a missing input): leave no trace
-        path.unlink()
-        for directory in created:
-            if directory.exists() and not any(directory.iterdir()):
-                directory.rmdir()
+                root.removeHandler(outer[1])
+            adopted = _adopt_loggers(handler)
+            _open.append((console, handler))
+            os.dup2(log.fileno(), 2)
+            sys.stderr = console
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            warnings.showwarning = _to_file(log)
+            os.environ.setdefault(MLFLOW_LOGGING, "false")
+            try:
+                yield path
+            finally:
+                if not mlflow_set:
+                    os.environ.pop(MLFLOW_LOGGING, None)
+                warnings.showwarning = saved_showwarning
+                root.removeHandler(handler)
+                root.setLevel(saved_level)
+                _release_loggers(adopted, handler)
+                _open.pop()
+                if outer:
+                    root.addHandler(outer[1])
+                sys.stderr = saved_stderr
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+                if not outer:
+                    console.close()
+    finally:  # also when the stage fails
+        if path.exists() and path.stat().st_size:
+            print(f"(logs: {path})", file=sys.stderr)
+        else:  # nothing was logged (e.g. the stage stopped at a missing input): leave no trace
+            path.unlink(missing_ok=True)
+            for directory in created:
+                if directory.exists() and not any(directory.iterdir()):
+                    directory.rmdir()
 
 
 def _to_file(log: TextIO) -> Any:

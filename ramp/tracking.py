@@ -2,7 +2,7 @@
 
 The default store is a local sqlite file, ``runs/mlflow.db`` (see it with
 ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``); ``MLFLOW_TRACKING_URI`` or an explicit
-``tracking_uri`` selects any other store. MLflow is imported lazily, so ``ramp`` stays light.
+``tracking_uri`` selects any other store.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
 
 DEFAULT_STORE = Path("runs") / "mlflow.db"
 
@@ -41,8 +44,6 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 def ensure_experiment(name: str, uri: str | None = None) -> None:
     """Create ``name`` with its artifacts beside a sqlite store (``<db dir>/mlartifacts``), not in MLflow's
     default ``./mlruns`` under whatever directory the command ran in; other stores keep their default."""
-    from mlflow.tracking import MlflowClient
-
     store = tracking_uri(uri)
     client = MlflowClient(store)
     if not store.startswith("sqlite:///") or client.get_experiment_by_name(name) is not None:
@@ -64,8 +65,6 @@ def mlflow_run(
 
     ``run_id`` continues an existing run (a resumed job): its params were logged when it started.
     """
-    import mlflow
-
     # MLflow exports the URI it is given into os.environ for child processes; put it back afterwards, so a
     # later run in this process (or a command it starts) still gets its own default.
     previous = os.environ.get("MLFLOW_TRACKING_URI")

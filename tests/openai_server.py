@@ -1,4 +1,5 @@
-"""A scripted OpenAI-compatible HTTP server on 127.0.0.1 for tests (shared by the agent and CoT tests).
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1 for tests (shared by the agent and CoT tests), a
+:class:`json_server.JsonServer`.
 
 ``responder(path, body)`` returns the full text the "model" would write (or a :class:`Reply`); the server
 behaves like ``vllm serve``: it cuts the text before the first of ``body["stop"]`` and reports it in
@@ -9,13 +10,13 @@ and ``finish_reason`` ``stop``/``length``. ``requests`` records every request bo
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from json_server import JsonServer
 
 
 @dataclass
@@ -36,27 +37,22 @@ class ScriptedOpenAIServer:
         self.delay_s = 0.0
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = JsonServer(self._answer)
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"{self._server.url}/v1"
 
     def fail_next(self, n: int, status: int = 500) -> None:
         with self._lock:
             self._failures += [status] * n
 
     def __enter__(self) -> ScriptedOpenAIServer:
-        self._thread.start()
+        self._server.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.__exit__(*exc)
 
     def _answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -92,26 +88,3 @@ class ScriptedOpenAIServer:
             "model": body.get("model"),
             "choices": [choice],
         }
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                    status, payload = server._answer(self.path, body)
-                except Exception as err:  # a broken responder must show up as a 500, not a hang
-                    status, payload = 500, {"error": {"message": repr(err)}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        return Handler

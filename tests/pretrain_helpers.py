@@ -1,53 +1,30 @@
-"""Shared by the pretraining tests: a Qwen2-style tokenizer *without* the protocol tags as added tokens,
-trajectories in the real format built from the bundled wiki-18 passages, and tiny HF Qwen2 checkpoints."""
+"""Shared by the pretraining tests and benchmarks: a Qwen2-style tokenizer *without* the protocol tags as
+added tokens (the tiny policy's, :mod:`tiny_model`), trajectories in the real format built from the
+bundled wiki-18 passages, and tiny HF Qwen2 checkpoints."""
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS, corpus_lines
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from tiny_model import corpus_lines, tiny_model, tiny_tokenizer
+from transformers import PreTrainedTokenizerFast
 
 from ramp.agent.protocol import format_result_block
 from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory
 from ramp.prompts import chat, ramp_user_prompt
 from ramp.retrieval.base import Hit
 
-# Qwen2's pre-tokenizer split: punctuation runs absorb following newlines, so BPE merges across `</search>\n`.
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 _CAPS = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)+\b")
+# Trained on often enough that BPE merges across the tags' seams (`</search>\n`), as Qwen2's vocabulary does.
+PROTOCOL_TEXT = "<think></think>\n<search></search>\n<result>\n</result>\n<answer>\n[1] </answer>"
 
 
-@lru_cache(maxsize=1)
 def qwen_style_tokenizer(vocab_size: int = 1500) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    protocol_text = "<think></think>\n<search></search>\n<result>\n</result>\n<answer>\n[1] </answer>"
-    tok.train_from_iterator([*corpus_lines(400), *[protocol_text] * 50], trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
-    )
+    return tiny_tokenizer(vocab_size, protocol_tokens=False, passages=400, extra=(PROTOCOL_TEXT,) * 50)
 
 
 def make_trajectories(
@@ -126,34 +103,16 @@ def write_trajectories(trajectories: list[Trajectory], directory: Path, files: i
     return directory
 
 
-def tiny_qwen2(
-    vocab_size: int, hidden: int = 64, layers: int = 2, tie: bool = False, seed: int = 0, biases: float = 0.1
-) -> Qwen2ForCausalLM:
-    """A random tiny Qwen2 (GQA 4 heads / 2 groups, QKV biases made non-zero, rope_theta 50,000)."""
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=hidden * 3 // 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=tie,
-        rope_theta=50_000.0,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config).eval()
+def save_tiny_hf(directory: Path, tie: bool = False, hidden: int = 64, layers: int = 2) -> Path:
+    """A tiny HF Qwen2 checkpoint with the Qwen-style tokenizer, saved to ``directory`` (GQA 4 heads / 2
+    groups, rope_theta 50,000, QKV biases made non-zero so that the conversion must carry them)."""
+    tokenizer = qwen_style_tokenizer()
+    sizes = {"intermediate_size": hidden * 3 // 2, "max_position_embeddings": 4096, "rope_theta": 50_000.0}
+    model = tiny_model(tokenizer, hidden, layers, tie_word_embeddings=tie, **sizes)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):
-                param.normal_(0.0, biases)
-    return model
-
-
-def save_tiny_hf(directory: Path, tie: bool = False, hidden: int = 64, layers: int = 2) -> Path:
-    """A tiny HF Qwen2 checkpoint with the Qwen-style tokenizer, saved to ``directory``."""
-    tokenizer = qwen_style_tokenizer()
-    tiny_qwen2(len(tokenizer), hidden, layers, tie).save_pretrained(directory)
+                param.normal_(0.0, 0.1)
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -20,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from ramp.pipelines.answerability import CheckAnswerability, run_answerability
 from ramp.pipelines.ramp_data import load_data_config, run_build
 
+from ramp.cli import run
 from ramp.data.answerability import (
     KeepPolicy,
     agreeing_hit,
@@ -36,12 +37,10 @@ from ramp.retrieval.config import AnswerabilityConfig, RetrieverConfig
 from ramp.retrieval.env import SearchEnv
 from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever, split_contents
-from ramp.text import contains
+from ramp.text import contains, normalize
 
 
 def normalize_answer(text: str) -> str:
-    from ramp.text import normalize
-
     return normalize(text, "ramp")
 
 
@@ -414,7 +413,6 @@ def test_job_redraw_draws_k_among_answerable_spans(job_input: dict) -> None:
 def test_output_equal_to_samples_is_one_error_line(
     capsys: pytest.CaptureFixture[str], wiki18_index: Path, tmp_path: Path
 ) -> None:
-    from ramp.cli import run
 
     args = ["data", "answerability", "--samples", str(tmp_path), "--output", str(tmp_path)]
     code = run([*args, "--index", str(wiki18_index)])

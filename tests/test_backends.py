@@ -7,10 +7,11 @@ import time
 import pytest
 import torch
 from openai_server import Reply, ScriptedOpenAIServer
-from tiny_model import tiny_backend
+from tiny_model import ForceTokens, tiny_backend, tiny_model, tiny_tokenizer
 
 from ramp.agent.backends import build_backend
 from ramp.agent.backends.base import GenerationRequest, truncate_at_stop
+from ramp.agent.backends.hf import HFBackend, _top_p_filter
 from ramp.agent.backends.openai import BackendError, OpenAIBackend
 from ramp.agent.config import BackendConfig, OpenAIBackendConfig
 from ramp.agent.protocol import STOP_STRINGS
@@ -152,7 +153,6 @@ def test_hf_backend_stops_budgets_logprobs_and_seeds():
         if result.finish_reason == "length":
             assert len(result.token_ids) == request.max_new_tokens
     # greedy, no stop: the same continuation as plain transformers generate
-    import torch
 
     expected = backend.model.generate(
         torch.tensor([prompt[:4]]), max_new_tokens=3, do_sample=False, eos_token_id=tok.eos_token_id
@@ -184,10 +184,6 @@ def _continue(backend, requests, results, inserts, extra_requests=()):
 
 
 def test_hf_prefix_cache_reuse_equals_fresh_backend():
-    from tiny_model import ForceTokens, tiny_model, tiny_tokenizer
-
-    from ramp.agent.backends.hf import HFBackend
-
     tok = tiny_tokenizer()
     model = tiny_model(tok)
     cached = HFBackend(model, tok, batch_size=16, device="cpu")
@@ -253,10 +249,6 @@ def test_hf_top_p_keeps_the_most_likely_token():
 
 
 def test_hf_logprobs_are_the_sampling_distribution_and_update_weights_resets_the_cache():
-    from tiny_model import tiny_model
-
-    from ramp.agent.backends.hf import HFBackend, _top_p_filter
-
     backend = tiny_backend()
     tok = backend.tokenizer
     prompt = tok.encode(

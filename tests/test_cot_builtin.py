@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 from cot_helpers import answerable_samples, wiki18_rows
+from tiny_model import tiny_tokenizer
 
 from ramp.agent.protocol import format_result_block, render_trajectory
 from ramp.agent.task import task_from_sample
@@ -19,10 +21,12 @@ from ramp.cot.roles import load_role_templates
 from ramp.cot.teachers import BuiltinTeacher
 from ramp.cot.trajectories import Trajectory
 from ramp.data.rejections import Rejection
-from ramp.data.samples import Sample
+from ramp.data.samples import Mask, Sample, mask_text
 from ramp.metrics import f1
+from ramp.prompts import load_templates
 from ramp.retrieval.base import Hit
 from ramp.retrieval.env import SearchEnv, shown_hit
+from ramp.retrieval.indexing import build_index
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,6 @@ def test_exclusions_hold_for_every_episode(samples, config, lucene_retriever):
 
 
 def test_tool_messages_render_as_environment_tokens(outputs):
-    from tiny_model import tiny_tokenizer
-
     tokenizer = tiny_tokenizer()
     trajectory = next(o for o in outputs if isinstance(o, Trajectory) and o.num_searches >= 1)
     rendered = render_trajectory(list(trajectory.messages), tokenizer)
@@ -130,8 +132,6 @@ def test_rerun_is_identical_and_bad_rows_are_dead_lettered(samples, config, luce
 
 
 def test_task_prompts_pick_the_prompt_the_trajectories_record(samples, config, lucene_retriever, outputs):
-    from ramp.prompts import load_templates
-
     verified = [(s, o) for s, o in zip(samples, outputs, strict=True) if isinstance(o, Trajectory)][:3]
     assert verified
     short = config.model_copy(update={"task_prompts": "experiment/prompts"})
@@ -255,10 +255,6 @@ CHAIN_DOCS = {
 
 @pytest.fixture(scope="module")
 def chain_index(tmp_path_factory: pytest.TempPathFactory):
-    import json
-
-    from ramp.retrieval.indexing import build_index
-
     root = tmp_path_factory.mktemp("chain")
     corpus = root / "corpus.jsonl"
     corpus.write_text(
@@ -270,8 +266,6 @@ def chain_index(tmp_path_factory: pytest.TempPathFactory):
 
 def test_a_chained_sample_is_verified_only_thanks_to_the_substitution(chain_index):
     """Mask 2's sentence names no one until mask 1's fill (the founder) is put back into it."""
-    from ramp.data.samples import Mask, mask_text
-
     passage = CHAIN_DOCS["source"].partition("\n")[2]
     spans = [(passage.index(t), passage.index(t) + len(t)) for t in ("Oswin Tarrowby", "Kelmsworth")]
     masked = mask_text(passage, spans)

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from cot_helpers import answerable_samples, write_samples
+from datasets import load_dataset
 from openai_server import ScriptedOpenAIServer
 from ramp.pipelines.cot_builder import run_cot
 from typer.testing import CliRunner
@@ -158,8 +159,6 @@ def test_trajectories_merge_the_roles_into_the_agent_format(run_dir, samples):
 
 
 def test_parquet_is_sharded_sorted_and_readable_by_datasets(run_dir):
-    from datasets import load_dataset
-
     out, stats = run_dir
     files = sorted(out.glob("trajectories-*.parquet"))
     assert [f.name for f in files] == [

@@ -8,11 +8,13 @@ from ramp.agent.backends.openai import OpenAIBackend
 from ramp.agent.config import OpenAIBackendConfig
 from ramp.agent.task import Task
 from ramp.config import load_config
+from ramp.cot import reading
 from ramp.cot.config import CotConfig
 from ramp.cot.drafts import Draft
 from ramp.cot.verify import PROFILE, Verifier
+from ramp.data import answerability
 from ramp.prompts import load_templates
-from ramp.rewards import LLMJudge
+from ramp.rewards import RAMP_PROFILE, LLMJudge
 
 TASK = Task(
     task_id="t1",
@@ -61,10 +63,6 @@ def test_score_threshold_and_format():
 
 
 def test_verification_uses_the_ramp_profile_like_answerability_teacher_and_reward():
-    from ramp.cot import reading
-    from ramp.data import answerability
-    from ramp.rewards import RAMP_PROFILE
-
     assert PROFILE == reading.PROFILE == answerability.PROFILE == RAMP_PROFILE == "ramp"
     verifier = Verifier(load_config(CotConfig, "cot").verify)
     # accents and Unicode punctuation folded: the fill the teacher read from a hit verifies

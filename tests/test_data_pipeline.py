@@ -9,15 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import apache_beam as beam
+import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ramp.pipelines.ramp_data import load_data_config, run_build
+from ramp.pipelines.io import ParquetFormat, WriteJsonlShards, WriteParquetShards, shard_path
+from ramp.pipelines.ramp_data import load_data_config, plan_read_tasks, run_build
 from ramp.pipelines.runner import BeamRun
 
 from ramp.data.audit import mask_problems
 from ramp.data.masking import title_forms
 from ramp.data.samples import MASK_TOKEN, Sample, unmask
 from ramp.retrieval.indexing import corpus_fingerprint
+from ramp.seeding import stable_seed
 from ramp.text import normalize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +109,6 @@ def test_dpr_samples_unmask_to_their_passage_with_valid_masks(dpr_run):
 
 
 def test_outputs_load_with_hf_datasets(dpr_run):
-    import datasets
-
     out, stats = dpr_run
     files = sorted(str(p) for p in out.glob("samples-*.parquet"))
     loaded = datasets.load_dataset(
@@ -291,7 +294,6 @@ def test_multistream_dump_read_in_parallel_ranges_gives_same_passages(xml_run, t
     (tmp_path / "enwiki-test-pages-articles-multistream-index.txt.bz2").write_bytes(
         bz2.compress(b"\n".join(index) + b"\n")
     )
-    from ramp.pipelines.ramp_data import plan_read_tasks
 
     tasks = plan_read_tasks([str(tmp_path / "*")], "xml", 3)
     assert len(tasks) == -(-page_streams // 3) and all(t.start is not None for t in tasks)
@@ -337,13 +339,6 @@ def test_broken_xml_is_a_rejection(tmp_path):
 
 
 def test_sharded_writers_sort_by_key_keep_empty_shards_and_load_with_datasets(tmp_path):
-    import apache_beam as beam
-    import datasets
-    import pyarrow as pa
-    from ramp.pipelines.io import ParquetFormat, WriteJsonlShards, WriteParquetShards, shard_path
-
-    from ramp.seeding import stable_seed
-
     schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("n", pa.int64())])
     rows = [{"id": f"r{i}", "n": i} for i in reversed(range(7))]
     lines = [{"b": 1, "a": 2}, {"a": 1}, {"a": 1}]  # no unique key, one duplicate

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from conftest import kind_config
 from ramp.pipelines.dense_index import RECORD_FILE, build_dense_index
+from sentence_transformers import SentenceTransformer
 from test_server import ServerThread
 
-from ramp.config import ConfigError
+from ramp.config import ConfigError, load_config
 from ramp.errors import UserError
 from ramp.retrieval.base import Hit
 from ramp.retrieval.config import (
+    RetrievalSettings,
     RetrieverConfig,
     ServerConfig,
     build_retriever,
@@ -41,8 +43,6 @@ def _docs(corpus: Path) -> dict[str, tuple[str, str]]:
 
 
 def test_encoder_matches_sentence_transformers() -> None:
-    from sentence_transformers import SentenceTransformer
-
     spec = resolve_spec("minilm")
     assert (spec.pooling, spec.normalize, spec.max_length, spec.query_prefix) == ("mean", True, 256, "")
     ours = Encoder(spec, batch_size=2).encode(TEXTS)
@@ -222,9 +222,6 @@ def test_config_kinds_and_errors(small_indexes: dict[str, Path], tmp_path: Path)
     with pytest.raises(UserError, match="same corpus"):
         build_retriever(bad)
     with pytest.raises(ConfigError):
-        from ramp.config import load_config
-        from ramp.retrieval.config import RetrievalSettings
-
         load_config(RetrievalSettings, "retrieval", ["retriever.kind=dense", "retriever.index=null"])
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
 import pytest
 from pydantic import Field
 
-from ramp.config import ConfigError, StrictModel, apply_overrides, load_config
+from ramp.config import CONFIG_DIR, ConfigError, StrictModel, apply_overrides, load_config
 from ramp.data.samples import MASK_TOKEN, mask_text, unmask
+from ramp.retrieval.config import RetrievalSettings, retriever_location
 from ramp.seeding import record_rng, stable_seed
 
 
@@ -61,8 +63,6 @@ def test_unknown_key_lists_the_section_keys_and_bad_values_are_shown():
 
 def test_values_are_set_before_validation_and_overrides_after():
     """Options that only validate together (``--retriever-url``: kind=http and its url) go in as values."""
-    from ramp.retrieval.config import RetrievalSettings, retriever_location
-
     values = {f"retriever.{k}": v for k, v in retriever_location(None, "http://127.0.0.1:9").items()}
     cfg = load_config(RetrievalSettings, "retrieval", values=values)
     assert (cfg.retriever.kind, cfg.retriever.url) == ("http", "http://127.0.0.1:9")
@@ -123,7 +123,7 @@ RECIPE_MODELS = {
     "dpo": "ramp.rl.dpo:DPOConfig",
     "eval": "ramp.qa.config:EvalConfig",
     "pretrain": "ramp.train.config:PretrainConfig",
-    "sim": "ramp.data.sim_pairs:SimSettings",
+    "sim": "ramp.cot.sim_pairs:SimSettings",
     "synth": "ramp.data.synthesis:SynthesisSettings",
     "experiment/ramp_effect": "ramp.experiment.ramp_effect:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.ramp_effect:RampEffectConfig",
@@ -153,8 +153,6 @@ RECIPE_MODELS = {
 
 @pytest.mark.parametrize(("recipe", "model_path"), sorted(RECIPE_MODELS.items()))
 def test_every_recipe_validates(recipe, model_path):
-    import importlib
-
     module, name = model_path.split(":")
     model = getattr(importlib.import_module(module), name)
     assert isinstance(load_config(model, f"configs/{recipe}.yaml"), model)
@@ -163,7 +161,5 @@ def test_every_recipe_validates(recipe, model_path):
 
 
 def test_every_recipe_has_a_model():
-    from ramp.config import CONFIG_DIR
-
     found = {p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml")}
     assert found == set(RECIPE_MODELS)

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from ramp.config import apply_overrides, load_config, read_yaml
+from ramp.qa.config import EvalConfig
+from ramp.rl.config import RLConfig
+from ramp.train.config import PretrainConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -107,11 +112,6 @@ def test_the_check_retriever_ranks_by_bm25():
 
 def test_the_parts_settings_are_valid_configs(tmp_path):
     """The GPU parts cannot run here; their settings go through the same loaders as `ramp` commands."""
-    from ramp.config import apply_overrides, load_config, read_yaml
-    from ramp.qa.config import EvalConfig
-    from ramp.rl.config import RLConfig
-    from ramp.train.config import PretrainConfig
-
     values = gpu_check.pretrain_values(tmp_path / "data", tmp_path / "hf", tmp_path, "run", steps=12)
     extra = {"parallel.use_distributed_optimizer": True, "parallel.recompute": True}
     pretrain = load_config(PretrainConfig, "pretrain", values={**values, **extra})

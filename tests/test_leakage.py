@@ -7,19 +7,23 @@ small slice of the wiki-18 sample)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from json_server import JsonServer
 from ramp.pipelines.answerability import run_answerability
+from ramp.pipelines.cot_builder import run_cot
 
 from ramp.cli import run
+from ramp.config import load_config
+from ramp.cot.builder import TrajectoryBuilder
+from ramp.cot.config import CotConfig
+from ramp.cot.trajectories import Trajectory
 from ramp.data.answerability import check_answerability
 from ramp.data.samples import SAMPLE_SCHEMA, Mask, Sample, mask_text
 from ramp.retrieval.base import Retriever
@@ -110,10 +114,6 @@ def test_foreign_index_stops_with_a_clear_error(
 def test_cot_stage_runs_the_leakage_guard(
     tmp_path: Path, docs: dict[str, tuple[str, str]], wiki18_index: Path
 ) -> None:
-    from ramp.pipelines.cot_builder import run_cot
-
-    from ramp.config import load_config
-    from ramp.cot.config import CotConfig
 
     foreign = [
         _sample(doc_id, *docs[doc_id], docs[doc_id][1].split()[3], passage_id=f"{doc_id}-other#0")
@@ -192,51 +192,30 @@ class _PlainSearchR1:
     def __init__(self, retriever: Retriever) -> None:
         self.retriever = retriever
         self.topks: list[int] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.topks.append(body["topk"])
-                results = server.retriever.search(body["queries"], k=body["topk"])
-                payload = {
-                    "result": [
-                        [
-                            {
-                                "document": {"id": h.doc_id, "contents": f'"{h.title}"\n{h.text}'},
-                                "score": h.score,
-                            }
-                            for h in hits
-                        ]
-                        for hits in results
-                    ]
-                }
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.http = JsonServer(self._answer)
 
     @property
     def url(self) -> str:
-        host, port = self.http.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.http.url
+
+    def _answer(self, path: str, body: Any) -> tuple[int, Any]:
+        self.topks.append(body["topk"])
+        results = self.retriever.search(body["queries"], k=body["topk"])
+        documents = [
+            [
+                {"document": {"id": h.doc_id, "contents": f'"{h.title}"\n{h.text}'}, "score": h.score}
+                for h in hits
+            ]
+            for hits in results
+        ]
+        return 200, {"result": documents}
 
 
 @pytest.fixture
 def plain_server(any_retriever: Retriever) -> Iterator[_PlainSearchR1]:
     server = _PlainSearchR1(any_retriever)
-    server.thread.start()
-    yield server
-    server.http.shutdown()
-    server.http.server_close()
+    with server.http:
+        yield server
 
 
 def test_plain_search_r1_server_never_returns_an_excluded_id(
@@ -265,10 +244,6 @@ def test_plain_search_r1_server_never_returns_an_excluded_id(
 def test_builtin_teacher_through_a_plain_server_sees_no_excluded_id(
     plain_server: _PlainSearchR1, docs: dict[str, tuple[str, str]], wiki18_index: Path
 ) -> None:
-    from ramp.config import load_config
-    from ramp.cot.builder import TrajectoryBuilder
-    from ramp.cot.config import CotConfig
-    from ramp.cot.trajectories import Trajectory
 
     excluded = ("747", "748", "12", "500")
     samples = [

@@ -9,10 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 from pretrain_helpers import save_tiny_hf
+from ramp.pretrain.convert import _parallel, load_hf
+from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from ramp.cli import app
 from ramp.train import weights
+from ramp.train.model import (
+    Qwen2Shape,
+    build_gpt_model,
+    causal_segment_mask,
+    padded_vocab_size,
+    transformer_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +50,6 @@ def test_check_conversion_fails_on_a_naive_qkv_concatenation(hf_dirs: dict[str, 
 
 
 def test_convert_commands_round_trip_tied(hf_dirs: dict[str, Path], tmp_path: Path):
-    from transformers import AutoModelForCausalLM
-
     hf = hf_dirs["tied"]
     runner = CliRunner()
     mcore = tmp_path / "mcore"
@@ -77,16 +84,6 @@ def test_convert_commands_round_trip_tied(hf_dirs: dict[str, Path], tmp_path: Pa
 def test_packed_conversations_attend_only_within_themselves(hf_dirs: dict[str, Path]):
     """A conversation packed after another (block-diagonal mask, positions not reset) gets the logits it
     gets alone: RoPE is relative, so the local spec needs no position-id reset."""
-    from ramp.pretrain.convert import _parallel, load_hf
-
-    from ramp.train.model import (
-        Qwen2Shape,
-        build_gpt_model,
-        causal_segment_mask,
-        padded_vocab_size,
-        transformer_config,
-    )
-
     hf = load_hf(hf_dirs["untied"])
     shape = Qwen2Shape.from_hf(hf.config)
     first, second = torch.randint(0, 500, (1, 23)), torch.randint(0, 500, (1, 17))

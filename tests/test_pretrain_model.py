@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from ramp.pretrain.convert import _parallel
 
+from ramp import engines
+from ramp.train import cpu_shim
 from ramp.train.model import (
     Qwen2Shape,
     build_gpt_model,
@@ -21,6 +26,7 @@ from ramp.train.model import (
     padded_vocab_size,
     transformer_config,
 )
+from ramp.train.parallel import init_parallel, shutdown_parallel
 
 TOLERANCE = 1e-5  # fp32, same weights: only the order of floating-point sums differs
 
@@ -76,8 +82,6 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 @pytest.fixture()
 def world_of_one() -> Any:
-    from ramp.pretrain.convert import _parallel
-
     with _parallel():
         yield
 
@@ -87,9 +91,7 @@ def build(shape: Qwen2Shape, tp: int = 1, spec: Any = None) -> Any:
     config = transformer_config(shape, tp=tp)
     model = build_gpt_model(shape, config, vocab_size=padded_vocab_size(shape.vocab_size, tp))
     if spec is not None:  # the same weights under another layer spec
-        from megatron.core.models.gpt import GPTModel
-
-        other = GPTModel(
+        other = engines.megatron("models.gpt").GPTModel(
             config=config,
             transformer_layer_spec=spec,
             vocab_size=padded_vocab_size(shape.vocab_size, tp),
@@ -107,12 +109,12 @@ def test_sdpa_attention_equals_megatron_dot_product_attention(world_of_one: Any)
     """With the block-diagonal mask (the GPU path) and per conversation with the padding dropped (the CPU
     path), the SDPA module gives megatron's DotProductAttention's loss and gradients at every position that
     carries loss."""
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
-
     shape, batch = tiny_shape(), packed_batch()
     ours = build(shape)
     megatron_spec = layer_spec(use_te=False)
-    megatron_spec.submodules.self_attention.submodules.core_attention = DotProductAttention
+    megatron_spec.submodules.self_attention.submodules.core_attention = engines.megatron(
+        "transformer.dot_product_attention"
+    ).DotProductAttention
     reference = build(shape, spec=megatron_spec)
     expected = loss_and_grads(reference, batch, attention_mask=causal_segment_mask(batch["segment_ids"]))
     masked = loss_and_grads(ours, batch, logits="all", per_conversation=False)
@@ -146,11 +148,6 @@ def test_loss_position_logits_equal_full_logits(world_of_one: Any, tie: bool):
 
 
 def _tp_worker(rank: int, store: str, result: str) -> None:
-    import torch.distributed as dist
-
-    from ramp.train import cpu_shim
-    from ramp.train.parallel import init_parallel, shutdown_parallel
-
     cpu_shim.install()
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     init_parallel(tp=2)
@@ -171,8 +168,6 @@ def test_loss_position_logits_under_tensor_parallelism():
     """TP=2 (two gloo processes): the gathered rows through the column-parallel output layer and the
     vocab-parallel cross entropy give the full-logits loss and gradients on every rank. (Sequence
     parallelism needs the Transformer Engine spec: megatron's torch norms refuse it, so not on a CPU.)"""
-    import torch.multiprocessing as mp
-
     with tempfile.TemporaryDirectory() as tmp:
         result = str(Path(tmp) / "result.pt")
         mp.spawn(_tp_worker, args=(str(Path(tmp) / "store"), result), nprocs=2)

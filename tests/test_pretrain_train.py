@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from mlflow import MlflowClient
 from pretrain_helpers import make_trajectories, save_tiny_hf, write_trajectories
+from ramp.pretrain.prepare import run_prepare
+from ramp.pretrain.train import run_training
 
 from ramp.config import load_config
 from ramp.train.checkpoint import LATEST_FILE, iteration_dir
@@ -48,8 +52,6 @@ def _config(tmp: Path, name: str, **changes: object) -> tuple[Path, PretrainConf
 
 
 def _losses(tmp: Path, run_name: str) -> dict[int, float]:
-    from mlflow import MlflowClient
-
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("pretrain-test")
     (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{run_name}'")
@@ -69,10 +71,6 @@ def _ramp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, float]]:
     """Shards from short trajectories and one uninterrupted 200-step run (checkpoint at step 100);
     returns the directory and the run's loss at every step."""
-    import torch
-    from ramp.pretrain.prepare import run_prepare
-    from ramp.pretrain.train import run_training
-
     tmp = tmp_path_factory.mktemp("pretrain")
     save_tiny_hf(tmp / "hf", hidden=32)
     trajectories = make_trajectories(24, passage_chars=80, result_chars=60, short_prompts=True)
@@ -90,8 +88,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, f
 
 
 def test_loss_falls_and_run_is_in_mlflow(trained: tuple[Path, dict[int, float]]):
-    from mlflow import MlflowClient
-
     tmp, losses = trained
     first, last = losses[1], sum(losses[s] for s in range(STEPS - 9, STEPS + 1)) / 10
     assert last < 0.5 * first, (first, last)

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from ramp.config import ConfigError, load_config
 from ramp.qa import DATASETS, QADataError, load_qa
-from ramp.qa.loaders import flatten_answer
+from ramp.qa.config import EvalConfig
+from ramp.qa.loaders import flatten_answer, write_qa_jsonl
+from ramp.rl.config import RLConfig
+from ramp.rl.episodes import load_tasks
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLES = Path(__file__).resolve().parent / "data" / "qa"
@@ -157,11 +161,6 @@ def test_unknown_dataset_lists_the_known_ones(tmp_path):
 
 def test_qa_sets_feed_the_rl_trainer(tmp_path):
     """`ramp finetune rl` writes a loaded QA set as the JSONL the DAPO trainer's QA task reads."""
-    from ramp.config import load_config
-    from ramp.qa.loaders import write_qa_jsonl
-    from ramp.rl.config import RLConfig
-    from ramp.rl.episodes import load_tasks
-
     records = load_qa("musique", SAMPLES / "musique-ans-dev-sample.jsonl")
     assert write_qa_jsonl(records, tmp_path / "qa.jsonl") == 2
     values = {
@@ -175,9 +174,6 @@ def test_qa_sets_feed_the_rl_trainer(tmp_path):
 
 
 def test_eval_config_names_bad_datasets():
-    from ramp.config import ConfigError, load_config
-    from ramp.qa.config import EvalConfig
-
     base = {"retriever": {"kind": "lucene", "index": "idx"}}
     with pytest.raises(
         ConfigError, match="unknown dataset 'trivia'; known datasets: hotpotqa, 2wikimultihopqa"

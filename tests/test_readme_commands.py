@@ -24,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
 from openai_server import ScriptedOpenAIServer
+from tiny_model import tiny_model, tiny_tokenizer
 
 from ramp.data.synthesis import rule_descriptions
 from ramp.retrieval.base import Hit
+from ramp.retrieval.indexing import build_index
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -97,6 +101,7 @@ ENTRIES = [
         says=("521 passages", "eval-index    done"),
     ),
     Entry("make-test", "make test", skip="this test runs inside `make test`"),
+    Entry("make-test-fast", "make test-fast", skip="`make test` runs every test of `make test-fast`"),
     Entry(
         "make-gpu-wheels",
         "make gpu-wheels",
@@ -695,8 +700,6 @@ class Workspace:
         while time.monotonic() < deadline:
             assert server.poll() is None, (self.root / f"{entry.id}.log").read_text()[-3000:]
             try:
-                import httpx
-
                 health = httpx.get(url, timeout=2).json()
                 return [subprocess.CompletedProcess(entry.runs, 0, json.dumps(health), "")]
             except httpx.HTTPError:
@@ -729,8 +732,6 @@ def _few_samples(ws: Workspace) -> None:
 
 def _checkpoint(ws: Workspace) -> None:
     """``ckpt/``: a tiny random Qwen2 and its tokenizer, saved like any HF checkpoint."""
-    from tiny_model import tiny_model, tiny_tokenizer
-
     tokenizer = tiny_tokenizer()
     tiny_model(tokenizer).save_pretrained(ws.root / "ckpt")
     tokenizer.save_pretrained(ws.root / "ckpt")
@@ -749,10 +750,6 @@ def _rows(directory: Path) -> list[dict[str, Any]]:
 
 def _facts(ws: Workspace) -> None:
     """The hand-made corpus of ``tests/facts_corpus.py``, its index, its seed questions and its queries."""
-    from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
-
-    from ramp.retrieval.indexing import build_index
-
     out = ws.root / "runs/facts"
     out.mkdir(parents=True)
     build_index([write_corpus(out / "corpus.jsonl")], ws.root / "runs/index/facts", threads=1, progress=False)

@@ -10,22 +10,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from facts_corpus import QUERIES, SEEDS, write_corpus, write_jsonl
+from ramp.eval.run import run_eval
 from ramp.pipelines.synthesize import run_synthesize
 from rl_task import PROMPTS
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ramp.agent.protocol import format_result_block
+from ramp.agent.protocol import format_result_block, render_trajectory
 from ramp.agent.task import task_from_qa
-from ramp.cot.trajectories import Trajectory
+from ramp.cli.recipes import STATE_DIR, RecipeData, StageRun, run_recipe
+from ramp.config import load_config
+from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory, read_trajectories
 from ramp.data.synthesis import SynthesisSettings
 from ramp.prompts import PromptTemplates
-from ramp.recipes import STATE_DIR, RecipeData, StageRun, load_recipe, run_recipe
+from ramp.qa.config import EvalConfig
+from ramp.recipes import load_recipe
 from ramp.retrieval.env import SearchConfig, SearchEnv
+from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever
-from ramp.rl.curriculum import noise_probability
+from ramp.retrieval.simulated import noise_probability
 from ramp.train.init import InitConfig, InitModelConfig, init_policy
 
 SEARCH = SearchConfig(top_k=1, max_chars_per_doc=120)
@@ -81,11 +88,6 @@ def _trajectory(
 
 
 def _write_trajectories(trajectories: list[Trajectory], directory: Path) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ramp.cot.trajectories import TRAJECTORY_SCHEMA
-
     directory.mkdir(parents=True)
     table = pa.Table.from_pylist([t.to_row() for t in trajectories], schema=TRAJECTORY_SCHEMA)
     pq.write_table(table, directory / "trajectories-00000-of-00001.parquet")
@@ -96,8 +98,6 @@ def _write_trajectories(trajectories: list[Trajectory], directory: Path) -> Path
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The facts corpus and its index; fact questions (one search each) and E2HQA questions synthesized
     from the seeds by the real job, each with trajectories; a tiny policy from scratch."""
-    from ramp.retrieval.indexing import build_index
-
     root = tmp_path_factory.mktemp("recipe-world")
     corpus = write_corpus(root / "corpus.jsonl")
     build_index([corpus], root / "index", threads=1, progress=False)
@@ -168,11 +168,6 @@ def _changed(before: Path, after: Path) -> bool:
 def test_zerosearch_trains_against_its_simulator_and_answers_from_the_real_index(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    from ramp.eval.run import run_eval
-
-    from ramp.config import load_config
-    from ramp.qa.config import EvalConfig
-
     overrides = {
         "simulator": SFT,
         "grpo": [*RL, "retriever.simulator.max_new_tokens=24", "retriever.simulator.device=cpu"],
@@ -210,7 +205,6 @@ def test_zerosearch_trains_against_its_simulator_and_answers_from_the_real_index
         values={"datasets": [{"name": "facts", "loader": "flashrag", "path": world["data"].qa}]},
     )
     run_eval(cfg, progress=False)
-    import pyarrow.parquet as pq
 
     rows = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
     assert len(rows) == len(QUERIES)
@@ -243,10 +237,6 @@ def _warm_start(init: Path, conversations: list[Trajectory], out: Path, steps: i
     """``init`` after ``steps`` full-batch supervised steps (loss on the assistant's tokens) on
     ``conversations``: a solver that answers from its documents, in seconds (the Megatron SFT stage needs
     far more steps on this machine to get there)."""
-    from transformers import AutoTokenizer
-
-    from ramp.agent.protocol import render_trajectory
-
     tokenizer = AutoTokenizer.from_pretrained(init)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(init).train()
@@ -284,8 +274,6 @@ DPO = [
 
 
 def test_acesearcher_sft_then_iterative_dpo(world: dict[str, Any], tmp_path: Path) -> None:
-    from ramp.cot.trajectories import read_trajectories
-
     torch.set_num_threads(1)
     overrides = {"sft": SFT, "dpo": DPO}
     run = run_recipe(

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ramp.retrieval.config import RetrieverConfig, build_retriever
+from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever, split_contents
 from ramp.retrieval.query import LUCENE_MAX_CLAUSES, sanitize_query
 
@@ -71,8 +72,6 @@ def test_excluded_docs_never_come_back(lucene_retriever: LuceneRetriever, wiki18
 
 
 def test_ties_are_ordered_by_doc_id(tmp_path: Path) -> None:
-    from ramp.retrieval.indexing import build_index
-
     corpus = tmp_path / "dupes.jsonl"
     rows = [{"id": i, "contents": '"Twin"\nidentical twin passage about zebras'} for i in ("b", "c", "a")]
     rows.append({"id": "z", "contents": '"Other"\nsomething unrelated'})

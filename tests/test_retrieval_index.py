@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from ramp.cli import app
 from ramp.data.passages import PASSAGE_SCHEMA, Passage
 from ramp.retrieval.indexing import (
     MANIFEST_NAME,
@@ -115,10 +120,6 @@ def test_java_version_is_checked(tmp_path: Path) -> None:
 
 
 def test_index_cli_build_and_info(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from ramp.cli import app
-
     _write_passages(tmp_path / "passages-0.parquet", PASSAGES)
     runner = CliRunner()
     args = ["index", "build", "--corpus", str(tmp_path), "--index", str(tmp_path / "idx"), "--threads", "1"]
@@ -134,10 +135,6 @@ def test_index_cli_build_and_info(tmp_path: Path) -> None:
 @pytest.mark.slow  # imports pyserini's Python layer (torch): ~10-30 s
 def test_pyserini_imports_on_our_jvm_without_leaking_a_key() -> None:
     """pyserini's own JVM set-up and its OpenAI client at import must not break (fresh process, no key)."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import os\n"
         "from ramp.retrieval.jvm import import_pyserini_lucene\n"

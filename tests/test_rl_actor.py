@@ -1,5 +1,5 @@
 """The actor's log-probs run the output layer only at sampled positions, and give what full logits give:
-old and reference log-probs, entropy, the PPO loss and its gradients (a tiny random Qwen2, fp32)."""
+old and reference log-probs, entropy, the PPO loss and its gradients (the tests' tiny random Qwen2, fp32)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 import torch
-from pretrain_helpers import tiny_qwen2
+from tiny_model import tiny_model, tiny_tokenizer
 
 from ramp.rl.actor import Batch, response_log_probs
 from ramp.rl.core_algos import entropy_from_logits, policy_loss
 
-VOCAB, TEMPERATURE = 500, 0.7
+TOKENIZER = tiny_tokenizer(500)
+VOCAB, TEMPERATURE = len(TOKENIZER), 0.7
 TOLERANCE = 1e-5  # measured: about 1e-6 (float32 rounding of two matmul shapes)
 
 
@@ -45,7 +46,7 @@ def ppo_loss(log_prob: torch.Tensor, old: torch.Tensor, b: Batch) -> torch.Tenso
 
 
 def test_loss_position_logits_equal_full_logits():
-    policy, reference = tiny_qwen2(VOCAB, seed=0).train(), tiny_qwen2(VOCAB, seed=1).eval()
+    policy, reference = tiny_model(TOKENIZER, seed=0).train(), tiny_model(TOKENIZER, seed=1).eval()
     b = batch()
     head_rows: list[int] = []
     policy.lm_head.register_forward_hook(lambda _m, args, _out: head_rows.append(args[0].shape[0]))
@@ -87,7 +88,7 @@ class FullLogitsOnly(torch.nn.Module):
 
 @pytest.mark.parametrize("loss_positions_only", [True, False])
 def test_models_without_loss_position_logits_are_gathered_after(loss_positions_only: bool):
-    model, b = tiny_qwen2(VOCAB, seed=2).eval(), batch()
+    model, b = tiny_model(TOKENIZER, seed=2).eval(), batch()
     wrapped = FullLogitsOnly(model) if loss_positions_only else model
     with torch.no_grad():
         log_probs, entropy = response_log_probs(

@@ -11,13 +11,9 @@ import pytest
 import torch
 import yaml
 
-from ramp.agent.decompose import (
-    decomposition_trajectories,
-    fill_references,
-    format_decomposition,
-    parse_subquestions,
-)
+from ramp.agent.decompose import fill_references, format_decomposition, parse_subquestions
 from ramp.config import ConfigError
+from ramp.cot.decompose_data import decomposition_trajectories
 from ramp.cot.trajectories import Trajectory
 from ramp.recipes import RECIPES_DIR, load_recipe
 from ramp.rl import dpo_loss

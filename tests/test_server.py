@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from ramp.retrieval.config import RetrieverConfig, ServerConfig, build_retriever
 from ramp.retrieval.http import HttpRetriever, RetrievalServerError
@@ -109,7 +110,6 @@ def test_over_fetch_learns_the_limit_from_a_4xx(lucene_retriever: LuceneRetrieve
 
     @bare.post("/retrieve")
     async def retrieve(body: dict[str, Any]) -> Any:
-        from fastapi.responses import JSONResponse
 
         topks.append(body["topk"])
         body.pop("exclude_doc_ids", None)  # a plain Search-R1 server: the client must filter
@@ -237,8 +237,6 @@ def test_client_retries_5xx_then_succeeds(lucene_retriever: LuceneRetriever) -> 
     async def retrieve(body: dict[str, Any]) -> Any:
         calls["n"] += 1
         if calls["n"] <= 2:
-            from fastapi.responses import JSONResponse
-
             return JSONResponse({"detail": "warming up"}, status_code=503)
         transport = httpx.ASGITransport(app=real)
         async with httpx.AsyncClient(transport=transport, base_url="http://real") as inner:

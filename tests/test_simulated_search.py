@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -23,9 +24,16 @@ from openai_server import ScriptedOpenAIServer
 from ramp.config import load_config
 from ramp.retrieval.config import RetrieverConfig, build_retriever
 from ramp.retrieval.http import HttpRetriever
-from ramp.retrieval.simulated import NoiseConfig, SimulatedRetriever, SimulatorConfig, parse_documents
+from ramp.retrieval.indexing import build_index
+from ramp.retrieval.simulated import (
+    NoiseConfig,
+    SimulatedRetriever,
+    SimulatorConfig,
+    noise_probability,
+    parse_documents,
+)
 from ramp.rl.config import RLConfig
-from ramp.rl.curriculum import noise_probability
+from ramp.rl.trainer import RLTrainer
 
 RAMP = [sys.executable, "-m", "ramp"]
 TEXT = {title: f"{title} {text}" for _, title, text in PASSAGES}
@@ -138,8 +146,6 @@ def _serve(args: list[str], port: int, log: Path) -> subprocess.Popen[str]:
 
 
 def _port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -201,8 +207,6 @@ def _run(*args: str, cwd: Path) -> str:
 def local_simulator(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Real searches of the corpus -> pairs (``ramp sim prepare``) -> a tiny Qwen2 from scratch (``ramp
     pretrain init``) fine-tuned on them through the Megatron SFT stage (``ramp sim train``)."""
-    from ramp.retrieval.indexing import build_index
-
     root = tmp_path_factory.mktemp("simulator")
     build_index([write_corpus(root / "corpus.jsonl")], root / "index", threads=1, progress=False)
     rows = [{"id": i, "question": q, "golden_answers": [a]} for i, q, a in QUERIES]
@@ -315,8 +319,6 @@ def test_the_leak_guard_drops_a_generated_copy_of_an_excluded_passage(
 def test_the_rl_trainer_follows_the_noise_curriculum_step_by_step(
     endpoint: ScriptedOpenAIServer, local_simulator: dict[str, Any], tmp_path: Path
 ) -> None:
-    from ramp.rl.trainer import RLTrainer
-
     questions = write_jsonl(
         tmp_path / "qa.jsonl", [{"id": i, "question": q, "golden_answers": [a]} for i, q, a in QUERIES]
     )

@@ -15,8 +15,16 @@ from facts_corpus import SEEDS, write_corpus, write_jsonl
 from openai_server import ScriptedOpenAIServer
 from ramp.pipelines.synthesize import run_synthesize
 
-from ramp.data.synthesis import SynthesisSettings, entity_candidates, rule_descriptions
+from ramp.data.synthesis import (
+    QuestionSynthesizer,
+    SynthConfig,
+    SynthesisSettings,
+    entity_candidates,
+    rule_descriptions,
+    seed_from_row,
+)
 from ramp.retrieval.base import Hit
+from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.text import normalize
 
@@ -31,8 +39,6 @@ REJECTED = {
 
 @pytest.fixture(scope="module")
 def facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from ramp.retrieval.indexing import build_index
-
     root = tmp_path_factory.mktemp("facts")
     index = root / "index"
     build_index([write_corpus(root / "corpus.jsonl")], index, threads=1, progress=False)
@@ -219,9 +225,6 @@ def test_a_failing_llm_endpoint_rejects_the_seed_not_the_job(facts: dict[str, Pa
 
 
 def test_a_description_that_fits_another_passage_too_is_refused(tmp_path: Path) -> None:
-    from ramp.data.synthesis import QuestionSynthesizer, SynthConfig, seed_from_row
-    from ramp.retrieval.indexing import build_index
-
     corpus = write_jsonl(
         tmp_path / "corpus.jsonl",
         [

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pretrain_helpers import make_trajectories, qwen_style_tokenizer, write_trajectories
+from ramp.pretrain.prepare import run_prepare
 from tiny_model import tiny_tokenizer
 
+from ramp import engines
 from ramp.config import load_config
 from ramp.train.config import PretrainConfig
 from ramp.train.packing import pack_best_fit
@@ -90,7 +92,6 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _prepare(
     trajectories, tmp: Path, tokenizer_dir: Path, name: str, seq_length: int = 1024
 ) -> tuple[Path, dict]:
-    from ramp.pretrain.prepare import run_prepare
 
     config = load_config(
         PretrainConfig,
@@ -102,8 +103,7 @@ def _prepare(
 
 
 def test_prepare_job_round_trip_through_megatron_reader(tmp_path: Path, tokenizer_dir: Path):
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
+    IndexedDataset = engines.megatron("datasets.indexed_dataset").IndexedDataset
     trajectories = make_trajectories(24)
     long_one = trajectories[0]
     m = long_one.messages

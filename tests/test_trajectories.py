@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datasets import load_dataset
 
 from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory, read_trajectories
 
@@ -56,8 +57,6 @@ def test_invalid_records_are_refused():
 
 
 def test_readable_by_datasets(tmp_path):
-    from datasets import load_dataset
-
     rows = [make_trajectory(f"s{i}").to_row() for i in range(3)]
     pq.write_table(pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA), tmp_path / "trajectories-0.parquet")
     dataset = load_dataset("parquet", data_files=str(tmp_path / "trajectories-*.parquet"), split="train")

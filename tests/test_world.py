@@ -12,9 +12,12 @@ from ramp.experiment.world import (
     World,
     dpr_rows,
     generate_world,
+    split_questions,
     unverified_chains,
     unverified_questions,
 )
+from ramp.retrieval.indexing import build_index
+from ramp.retrieval.lucene import LuceneRetriever
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +27,6 @@ def world() -> World:
 
 @pytest.fixture(scope="module")
 def world_retriever(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from ramp.retrieval.indexing import build_index
-    from ramp.retrieval.lucene import LuceneRetriever
-
     root = tmp_path_factory.mktemp("world")
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in dpr_rows(world)))
@@ -118,8 +118,6 @@ def test_pretraining_searches_the_way_the_questions_do(world: World) -> None:
 
 
 def test_question_split_is_seeded_and_disjoint(world: World) -> None:
-    from ramp.experiment.world import split_questions
-
     train, test = split_questions(world, 10, 40, seed=1)
     assert (train, test) == split_questions(world, 10, 40, seed=1)
     assert not {q.id for q in train} & {q.id for q in test} and len(train) + len(test) == 50

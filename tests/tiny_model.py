@@ -1,10 +1,8 @@
-"""A tiny real tokenizer and random-weight Qwen2 model, built locally (shared by the agent and CoT tests).
-
-The tokenizer is a byte-level BPE trained with ``tokenizers`` on the bundled wiki-18 sample, with the
-protocol tags as added tokens and Qwen-style chat control tokens, wrapped as a transformers fast
-tokenizer with a minimal ChatML template. ``ScriptedBackend`` wraps an ``HFBackend`` and forces the model
-(through a logits processor, so every token still comes out of a real forward pass) to spell a scripted
-response, turn by turn.
+"""The tiny policy of the tests and benchmarks, built by :mod:`ramp.train.init` (as ``ramp pretrain init``
+builds one): a byte-level BPE tokenizer trained on the bundled wiki-18 sample, with the ChatML control
+tokens, the chat template and (unless ``protocol_tokens=False``) the protocol tags as added tokens, and a
+random Qwen2. ``ScriptedBackend`` wraps an ``HFBackend`` and forces the model (through a logits processor,
+so every token still comes out of a real forward pass) to spell a scripted response, turn by turn.
 """
 
 from __future__ import annotations
@@ -15,19 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LogitsProcessor, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import LogitsProcessor, PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 from ramp.agent.backends.base import GenerationRequest, GenerationResult
 from ramp.agent.backends.hf import HFBackend
-from ramp.agent.protocol import RESULT_CLOSE, TAG_STRINGS
+from ramp.agent.protocol import RESULT_CLOSE
+from ramp.train.init import InitModelConfig, random_model, train_tokenizer
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "wiki18-sample-1000.jsonl"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def corpus_lines(limit: int = 1000) -> list[str]:
@@ -35,46 +28,31 @@ def corpus_lines(limit: int = 1000) -> list[str]:
         return [json.loads(line)["contents"] for line in f][:limit]
 
 
-@lru_cache(maxsize=2)
-def tiny_tokenizer(vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus_lines(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
-    )
-    fast.add_tokens(list(TAG_STRINGS))
-    return fast
+@lru_cache(maxsize=4)
+def tiny_tokenizer(
+    vocab_size: int = 2000, protocol_tokens: bool = True, passages: int = 1000, extra: tuple[str, ...] = ()
+) -> PreTrainedTokenizerFast:
+    """Trained on the first ``passages`` wiki-18 passages and ``extra`` texts (cached per process)."""
+    return train_tokenizer([*corpus_lines(passages), *extra], "bpe", vocab_size, protocol_tokens)
 
 
 def tiny_model(
-    tokenizer: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2, seed: int = 0
+    tokenizer: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2, seed: int = 0, **sizes: object
 ) -> Qwen2ForCausalLM:
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
+    """A random Qwen2 (4 heads, 2 KV groups, tied embeddings); ``sizes``: other ``InitModelConfig`` fields."""
+    config = InitModelConfig.model_validate(
+        {
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_layers": layers,
+            "num_heads": 4,
+            "num_kv_heads": 2,
+            "max_position_embeddings": 8192,
+            "seed": seed,
+            **sizes,
+        }
     )
-    torch.manual_seed(seed)
-    return Qwen2ForCausalLM(config).eval()
+    return random_model(tokenizer, config)
 
 
 def tiny_backend(hidden: int = 64, layers: int = 2, batch_size: int = 16) -> HFBackend:

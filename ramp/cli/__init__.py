@@ -1,4 +1,7 @@
-"""The ``ramp`` command: one entry point for every stage. Sub-commands import their engines lazily.
+"""The ``ramp`` command: one entry point for every stage.
+
+Each sub-command is a module of this package that imports its stage's engine at the top. :data:`COMMANDS`
+names them; ``ramp --help`` lists them without importing any, and ``ramp NAME ...`` imports only NAME's.
 
 A user mistake (:class:`ramp.errors.UserError`, a missing or existing file, a bad option) prints one line
 ``error: …`` and exits with code 2; ``--debug`` (anywhere before ``--``) or ``RAMP_DEBUG=1`` shows its
@@ -7,56 +10,89 @@ traceback.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from typer._click.exceptions import (  # typer >= 0.29 vendors click
-    ClickException,
-    NoArgsIsHelpError,
-    UsageError,
-)
+from typer._click.core import Command, Context  # typer >= 0.29 vendors click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup
 
-from ramp.cli.cot import cot_command
-from ramp.cli.data import data_app
-from ramp.cli.eval import eval_app
-from ramp.cli.experiment import experiment_app
-from ramp.cli.finetune import finetune_app
-from ramp.cli.index import index_app
-from ramp.cli.options import BEAM_COMMAND
-from ramp.cli.pretrain import pretrain_app
-from ramp.cli.rl import rl_app
-from ramp.cli.serve import serve_retriever_command
-from ramp.cli.sim import sim_app
 from ramp.errors import UserError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="RAMP: teach LLMs to search.")
-app.add_typer(data_app, name="data", help="Build masked RAMP samples and CoT trajectories from Wikipedia.")
-app.add_typer(index_app, name="index", help="Build and inspect search indexes (BM25, dense).")
-app.add_typer(
-    eval_app, name="eval", help="Evaluate policies on QA datasets (MLflow-tracked) and compare runs."
+# name -> (module:attribute, a Typer app or a command function), help line; listed in this order
+COMMANDS = {
+    "serve-retriever": (
+        "ramp.cli.serve:serve_retriever_command",
+        "Serve a local index (lucene, dense or hybrid) or a simulated search engine "
+        "(retriever.kind=simulated) over HTTP (POST /retrieve, GET /health).",
+    ),
+    "data": ("ramp.cli.data:data_app", "Build masked RAMP samples and CoT trajectories from Wikipedia."),
+    "index": ("ramp.cli.index:index_app", "Build and inspect search indexes (BM25, dense)."),
+    "eval": ("ramp.cli.eval:eval_app", "Evaluate policies on QA datasets (MLflow-tracked) and compare runs."),
+    "rl": ("ramp.cli.rl:rl_app", "DAPO reinforcement learning and the verl export."),
+    "finetune": (
+        "ramp.cli.finetune:finetune_app",
+        "Fine-tune on QA sets: SFT through the Megatron stage, or DAPO RL with the QA prompt.",
+    ),
+    "pretrain": (
+        "ramp.cli.pretrain:pretrain_app",
+        "Megatron-core RAMP pretraining: shards, training, conversion, launch.",
+    ),
+    "sim": (
+        "ramp.cli.sim:sim_app",
+        "The simulated search engine (ZeroSearch): training pairs and fine-tuning.",
+    ),
+    "experiment": (
+        "ramp.cli.experiment:experiment_app",
+        "End to end: the demo and the RAMP-effect experiment.",
+    ),
+}
+
+
+class LazyCommand(TyperCommand):
+    """A sub-command listed by its name and help; its module is imported when the command line reaches it."""
+
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(name, help=help)
+        self.target = target
+
+    def load(self) -> Command:
+        """The command, built as an ``add_typer`` / ``command`` registration on the root builds it."""
+        module, _, attribute = self.target.partition(":")
+        found = getattr(importlib.import_module(module), attribute)
+        root = typer.Typer(add_completion=False)
+        if not isinstance(found, typer.Typer):
+            root.command(self.name)(found)
+            return typer.main.get_command(root)
+        root.add_typer(found, name=self.name, help=self.help)
+        group = typer.main.get_command(root)
+        assert isinstance(group, TyperGroup) and self.name is not None
+        return group.commands[self.name]
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
+        return self.load().make_context(info_name, args, parent, **extra)
+
+
+class RampGroup(TyperGroup):
+    """The root group: every entry of :data:`COMMANDS`, as a :class:`LazyCommand`."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, (target, help) in COMMANDS.items():
+            self.add_command(LazyCommand(name, target, help))
+
+
+app = typer.Typer(
+    cls=RampGroup, no_args_is_help=True, add_completion=False, help="RAMP: teach LLMs to search."
 )
-app.add_typer(rl_app, name="rl", help="DAPO reinforcement learning and the verl export.")
-app.add_typer(
-    finetune_app,
-    name="finetune",
-    help="Fine-tune on QA sets: SFT through the Megatron stage, or DAPO RL with the QA prompt.",
-)
-app.add_typer(
-    pretrain_app,
-    name="pretrain",
-    help="Megatron-core RAMP pretraining: shards, training, conversion, launch.",
-)
-app.add_typer(
-    sim_app, name="sim", help="The simulated search engine (ZeroSearch): training pairs and fine-tuning."
-)
-app.add_typer(experiment_app, name="experiment", help="End to end: the demo and the RAMP-effect experiment.")
-app.command("serve-retriever")(serve_retriever_command)
-data_app.command("cot", context_settings=BEAM_COMMAND)(cot_command)
 
 
 class _HideBeamApitoolsWarning(logging.Filter):

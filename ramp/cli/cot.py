@@ -17,7 +17,10 @@ from ramp.cli.options import (
     beam_args,
     load_with_retriever,
 )
+from ramp.cot.config import CotConfig
 from ramp.logs import quiet_logs
+from ramp.pipelines.cot_builder import run_cot
+from ramp.pipelines.runner import BeamRun
 
 TEACHERS = ("builtin", "openai", "student")
 
@@ -46,10 +49,6 @@ def cot_command(
     Beam options may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if teacher is not None and teacher not in TEACHERS:
         raise typer.BadParameter(f"--teacher must be one of {', '.join(TEACHERS)}")
-    from ramp.cot.config import CotConfig
-    from ramp.pipelines.cot_builder import run_cot
-    from ramp.pipelines.runner import BeamRun
-
     extra = [f"teacher.kind={teacher}"] if teacher else []
     cfg = load_with_retriever(CotConfig, config, [*extra, *(overrides or [])], index, retriever_url)
     with quiet_logs(output, "cot", verbose):

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ramp.cli.cot import cot_command
 from ramp.cli.options import (
     BEAM_COMMAND,
     ChunkMb,
@@ -20,7 +21,18 @@ from ramp.cli.options import (
     beam_args,
     load_with_retriever,
 )
+from ramp.config import load_config
+from ramp.cot.curate import CurateConfig, run_curate
+from ramp.data.answerability import format_answerability_stats
+from ramp.data.audit import audit, format_audit, write_audit
+from ramp.data.stats import format_stats, load_stats
+from ramp.data.synthesis import SynthesisSettings, format_synthesis_stats
 from ramp.logs import quiet_logs
+from ramp.pipelines.answerability import run_answerability
+from ramp.pipelines.ramp_data import load_data_config, run_build
+from ramp.pipelines.runner import BeamRun
+from ramp.pipelines.synthesize import run_synthesize
+from ramp.retrieval.config import RetrievalSettings
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -45,10 +57,6 @@ def build_command(
     """Build masked samples. Beam options may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if fmt is not None and fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    from ramp.data.stats import format_stats
-    from ramp.pipelines.ramp_data import load_data_config, run_build
-    from ramp.pipelines.runner import BeamRun
-
     cfg = load_data_config(config, fmt, overrides or [])
     beam_run = BeamRun(workers, tuple(beam_args(ctx, pipeline_options)))
     with quiet_logs(output, "data-build", verbose):
@@ -62,8 +70,6 @@ def stats_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Counts of an output directory: input records, samples, rejections by reason, masks by type and k."""
-    from ramp.data.stats import format_stats, load_stats
-
     stats = load_stats(directory)
     typer.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
 
@@ -78,8 +84,6 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Quality report of a samples directory (also written as DIR/audit.json)."""
-    from ramp.data.audit import audit, format_audit, write_audit
-
     report = audit(directory, examples, seed)
     write_audit(directory, report)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_audit(report))
@@ -106,11 +110,6 @@ def answerability_command(
     ] = False,
 ) -> None:
     """Keep samples whose masks the search tool can answer without the source passage."""
-    from ramp.data.answerability import format_answerability_stats
-    from ramp.pipelines.answerability import run_answerability
-    from ramp.pipelines.runner import BeamRun
-    from ramp.retrieval.config import RetrievalSettings
-
     settings = load_with_retriever(
         RetrievalSettings, config or "retrieval", overrides, index, retriever_url, required=True
     )
@@ -140,9 +139,6 @@ def curate_command(
 ) -> None:
     """SimpleDeepSearcher's curation: a small SFT set of verified trajectories (format, searches, one per
     question, difficulty, diversity, size); the rest to rejected-curation.jsonl with their reasons."""
-    from ramp.config import load_config
-    from ramp.cot.curate import CurateConfig, run_curate
-
     result = run_curate(trajectories, output, load_config(CurateConfig, config, overrides or []))
     reasons = ", ".join(f"{reason} {n}" for reason, n in result.reasons.items()) or "none"
     total = len(result.kept) + len(result.rejected)
@@ -169,10 +165,6 @@ def synthesize_command(
 ) -> None:
     """Harder questions from simple ones (WebDancer's E2HQA): entities replaced by descriptions found by
     search, each step verified by retrieval; rejected seeds go to rejected-*.jsonl with their reason."""
-    from ramp.data.synthesis import SynthesisSettings, format_synthesis_stats
-    from ramp.pipelines.runner import BeamRun
-    from ramp.pipelines.synthesize import run_synthesize
-
     settings = load_with_retriever(
         SynthesisSettings, config or "synth", overrides, index, retriever_url, required=True
     )
@@ -180,3 +172,6 @@ def synthesize_command(
         beam_run = BeamRun(workers, tuple(beam_args(ctx, pipeline_options)))
         stats = run_synthesize(seeds, output, settings, beam_run, chunk_mb)
     typer.echo(format_synthesis_stats(stats))
+
+
+data_app.command("cot", context_settings=BEAM_COMMAND)(cot_command)

@@ -11,7 +11,7 @@ Every stage's config is resolved and validated before any stage runs; a stage's 
 config and its command, and :mod:`ramp.stages` skips what is done.
 
 It lives in ``ramp.cli`` (an entry layer) because its stages call the entry folders' jobs (Beam,
-Megatron, the RL trainer, evaluation); it imports them lazily, as every command does.
+Megatron, the RL trainer, evaluation); it imports them at the top, as every command module does.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import yaml
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
 from pydantic import BaseModel, Field
 
 from ramp.cli.finetune import qa_rl_config, write_qa_questions
@@ -32,13 +35,27 @@ from ramp.config import StrictModel, load_config, resolve_config_path
 from ramp.cot.config import CotConfig
 from ramp.data.config import DataConfig
 from ramp.errors import UserError
+from ramp.eval.run import run_eval
+from ramp.finetune.dapo import train
 from ramp.logs import quiet_logs
+from ramp.pipelines.answerability import run_answerability
+from ramp.pipelines.cot_builder import run_cot
+from ramp.pipelines.ramp_data import run_build
+from ramp.pipelines.runner import BeamRun
+from ramp.pretrain.convert import mcore_to_hf
+from ramp.pretrain.prepare import run_prepare
+from ramp.pretrain.train import run_training
 from ramp.qa.config import EvalConfig
+from ramp.qa.corpus import build_corpus
+from ramp.qa.loaders import load_qa, write_qa_jsonl
 from ramp.retrieval.config import RetrievalSettings, retriever_location
+from ramp.retrieval.indexing import build_index
 from ramp.rl.config import RLConfig
 from ramp.stages import Stage, StageOutcome, StageRunner
+from ramp.text import normalize
+from ramp.tracking import mlflow_run
 from ramp.train.config import PretrainConfig
-from ramp.train.init import InitConfig
+from ramp.train.init import InitConfig, init_policy
 
 STATE_DIR = ".stages"
 # Where each stage writes, under the demo's output directory.
@@ -463,8 +480,6 @@ class Demo:
 
     def report(self) -> None:
         """Every stage's headline numbers and times: one MLflow run with a plot, and summary.json."""
-        from ramp.tracking import mlflow_run
-
         stages = [s.name for s in self.stages() if s.name != "report"]
         records = {name: self.runner.recorded(name) or {} for name in stages}
         times = {name: float(record.get("wall_s", 0.0)) for name, record in records.items()}
@@ -545,8 +560,6 @@ class Demo:
 
     def _run_metrics(self, name: str) -> dict[str, float]:
         """The latest metrics of the newest MLflow run named ``demo-NAME`` in the demo's store."""
-        from mlflow import MlflowClient
-
         client = MlflowClient(self.tracking_uri)
         experiments = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(
@@ -603,27 +616,19 @@ def prompt_files(config: Any) -> tuple[Path, ...]:
     return tuple(sorted({resolve_config_path(name) for name in names}))
 
 
-# --- what each stage runs: the library function of its `ramp` command (engines imported when they run) ---
+# --- what each stage runs: the library function of its `ramp` command ---
 
 
 def _build_samples(dump: Path, out: Path, config: DataConfig, workers: int) -> None:
-    from ramp.pipelines.ramp_data import run_build
-    from ramp.pipelines.runner import BeamRun
-
     with quiet_logs(str(out), "data-build", verbose=False):
         run_build([str(dump)], str(out), config, BeamRun(workers))
 
 
 def _build_index(corpus: Path, index: Path) -> None:
-    from ramp.retrieval.indexing import build_index
-
     build_index([corpus], index, threads=INDEX_THREADS)
 
 
 def _answerability(samples: Path, out: Path, settings: RetrievalSettings, workers: int) -> None:
-    from ramp.pipelines.answerability import run_answerability
-    from ramp.pipelines.runner import BeamRun
-
     with quiet_logs(str(out), "answerability", verbose=False):
         run_answerability(
             str(samples), str(out), settings.retriever, settings.answerability, BeamRun(workers)
@@ -631,61 +636,40 @@ def _answerability(samples: Path, out: Path, settings: RetrievalSettings, worker
 
 
 def _trajectories(samples: Path, out: Path, config: CotConfig, workers: int) -> None:
-    from ramp.pipelines.cot_builder import run_cot
-    from ramp.pipelines.runner import BeamRun
-
     with quiet_logs(str(out), "cot", verbose=False):
         run_cot(samples, out, config, BeamRun(workers))
 
 
 def _init_policy(corpus: Path, out: Path, config: InitConfig) -> None:
-    from ramp.train.init import init_policy
-
     init_policy([corpus], out, config)
 
 
 def _prepare(trajectories: Path, out: Path, config: PretrainConfig) -> None:
-    from ramp.pretrain.prepare import run_prepare
-
     run_prepare(str(trajectories), str(out), config)
 
 
 def _pretrain(config: PretrainConfig) -> None:
-    import yaml
-
-    from ramp.pretrain.train import run_training
-
     run_training(config, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def _convert(checkpoints: Path, hf_config: Path, out: Path) -> None:
-    from ramp.pretrain.convert import mcore_to_hf
-
     mcore_to_hf(checkpoints, hf_config, out)
 
 
 def _train_rl(config: RLConfig) -> None:
-    from ramp.finetune.dapo import train
-
     train(config)
 
 
 def _finetune(config: RLConfig, questions: Path, limit: int | None) -> None:
-    from ramp.finetune.dapo import train
-
     write_qa_questions(config, EVAL_DATASET, str(questions), limit)
     train(config)
 
 
 def _eval_corpus(questions: Path, out: Path) -> None:
-    from ramp.qa.corpus import build_corpus
-
     build_corpus(EVAL_DATASET, questions, out)
 
 
 def _evaluate(config: EvalConfig) -> None:
-    from ramp.eval.run import run_eval
-
     run_eval(config)
 
 
@@ -706,9 +690,6 @@ def cut_dump(source: Path, target: Path, pages: int) -> None:
 def write_training_questions(train: Path, evaluated: Path, output: Path) -> int:
     """The questions of ``train`` (any HotpotQA layout) minus those of ``evaluated`` (same id or the same
     question text, normalised): fine-tuning never sees an evaluated question. Returns the count."""
-    from ramp.qa.loaders import load_qa, write_qa_jsonl
-    from ramp.text import normalize
-
     held_out = load_qa(EVAL_DATASET, evaluated)
     ids = {r.id for r in held_out}
     questions = {normalize(r.question, "squad") for r in held_out}
@@ -727,12 +708,8 @@ def load_demo_config(path: str, overrides: Sequence[str] = (), output: str | Non
 
 
 def _plot_stage_times(times: dict[str, float], cpu: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(times) + 1))
+    fig = Figure(figsize=(7, 0.3 * len(times) + 1))
+    ax = fig.subplots()
     names = list(times)[::-1]
     rows = range(len(names))
     ax.barh([r + 0.2 for r in rows], [times[n] for n in names], height=0.4, label="wall")
@@ -743,7 +720,6 @@ def _plot_stage_times(times: dict[str, float], cpu: dict[str, float], path: Path
     ax.set_title("RAMP demo: time per stage")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _json(path: Path) -> dict[str, Any]:

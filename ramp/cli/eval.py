@@ -8,6 +8,12 @@ from typing import Annotated
 import typer
 
 from ramp.cli.options import Overrides
+from ramp.config import load_config
+from ramp.eval.compare import compare_runs
+from ramp.eval.run import run_eval
+from ramp.qa.config import EvalConfig
+from ramp.qa.corpus import build_corpus
+from ramp.qa.scoring import METRIC_NAMES
 
 eval_app = typer.Typer(no_args_is_help=True)
 
@@ -19,8 +25,6 @@ def corpus(
     output: Annotated[Path, typer.Option(help="Output directory (passages-00000.parquet)")],
 ) -> None:
     """The context paragraphs of a QA file as a passages corpus for `ramp index build` (deduplicated)."""
-    from ramp.qa.corpus import build_corpus
-
     stats = build_corpus(dataset, input, output)
     typer.echo(
         f"{stats['paragraphs']} paragraphs -> {stats['passages']} passages in {output} "
@@ -37,11 +41,6 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
     """Evaluate a policy on every configured dataset; resumable; logged to MLflow."""
-    from ramp.config import load_config
-    from ramp.eval.run import run_eval
-    from ramp.qa.config import EvalConfig
-    from ramp.qa.scoring import METRIC_NAMES
-
     values = {k: v for k, v in (("policy", policy), ("output_dir", output)) if v is not None}
     cfg = load_config(EvalConfig, config, overrides or [], values=values)
     result = run_eval(cfg, progress=progress)
@@ -63,8 +62,6 @@ def compare(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: runs/mlflow.db)")] = None,
 ) -> None:
     """Runs side by side: datasets as columns, runs as rows, macro average last."""
-    from ramp.eval.compare import compare_runs
-
     comparison = compare_runs(runs, metric, output, tracking_uri)
     typer.echo(f"{metric} (%)")
     typer.echo(comparison.text())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
+from ramp.cli.demo import Demo, load_demo_config
 from ramp.cli.options import Overrides
+from ramp.config import load_config
+from ramp.experiment.ramp_effect import RampEffectConfig, format_table, run_experiment
 
 experiment_app = typer.Typer(no_args_is_help=True)
 
@@ -28,8 +32,6 @@ def demo_command(
     """Every stage on the bundled data: masking -> index -> answerable samples -> trajectories -> tiny
     policy -> Megatron pretraining -> HF -> DAPO curriculum -> HotpotQA fine-tuning -> evaluation ->
     MLflow. A rerun skips the stages that are done (their inputs unchanged) unless --force."""
-    from ramp.cli.demo import Demo, load_demo_config
-
     demo = Demo(load_demo_config(config, overrides or [], output), echo=typer.echo)
     typer.echo(f"RAMP demo -> {demo.out} (stage progress below; done stages are skipped, --force reruns)")
     outcomes = demo.run(force=force, only=only or [])
@@ -49,11 +51,6 @@ def ramp_effect_command(
 ) -> None:
     """RAMP pretraining vs none at the same compute, on held-out two-hop questions of a generated world:
     prints the table (mean ± std over seeds, differences per seed), writes results, a plot and MLflow runs."""
-    import json
-
-    from ramp.config import load_config
-    from ramp.experiment.ramp_effect import RampEffectConfig, format_table, run_experiment
-
     values: dict[str, object] = {"output": output, "seeds": seeds}
     cfg = load_config(
         RampEffectConfig, config, overrides or [], values={k: v for k, v in values.items() if v is not None}

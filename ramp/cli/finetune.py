@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from ramp.cli.options import Overrides, Verbose
-
-if TYPE_CHECKING:
-    from ramp.rl.config import RLConfig
+from ramp.config import load_config
+from ramp.finetune.dapo import train
+from ramp.finetune.sft import run_sft, sft_overrides
+from ramp.logs import quiet_logs
+from ramp.qa.loaders import load_qa, write_qa_jsonl
+from ramp.rl.config import RLConfig
+from ramp.train.config import PretrainConfig
 
 finetune_app = typer.Typer(no_args_is_help=True)
 
@@ -33,11 +37,6 @@ def sft(
     """SFT on QA trajectories through the Megatron stage (shards -> trainer -> HF policy); the policy to
     fine-tune is `--set model.hf=DIR`. For several GPUs, run `ramp pretrain launch` with the same values.
     Library logs and warnings go to OUTPUT/logs/sft.log."""
-    from ramp.config import load_config
-    from ramp.finetune.sft import run_sft, sft_overrides
-    from ramp.logs import quiet_logs
-    from ramp.train.config import PretrainConfig
-
     settings = load_config(PretrainConfig, config, overrides or [], values=sft_overrides(output))
     with quiet_logs(output, "sft", verbose):
         result = run_sft(trajectories, output, settings)
@@ -67,17 +66,12 @@ def rl(
     settings = qa_rl_config(config, overrides or [], reward)
     count = write_qa_questions(settings, dataset, input, limit)
     typer.echo(f"{count} {dataset} questions -> {settings.data.qa}")
-    from ramp.finetune.dapo import train
-
     out = train(settings)
     typer.echo(f"trained {settings.trainer.total_steps} steps; policy and checkpoint in {out}")
 
 
 def qa_rl_config(config: str, overrides: Sequence[str], reward: str | None) -> RLConfig:
     """The RL recipe with its QA task: ``data.qa`` is OUTPUT/qa-train.jsonl (``trainer.output_dir``)."""
-    from ramp.config import load_config
-    from ramp.rl.config import RLConfig
-
     settings = load_config(RLConfig, config, overrides)
     values: dict[str, object] = {
         "data.task": "qa",
@@ -90,6 +84,4 @@ def qa_rl_config(config: str, overrides: Sequence[str], reward: str | None) -> R
 
 def write_qa_questions(settings: RLConfig, dataset: str, source: str | None, limit: int | None) -> int:
     """The questions of ``dataset`` (file ``source``; the first ``limit``) as ``settings.data.qa``."""
-    from ramp.qa.loaders import load_qa, write_qa_jsonl
-
     return write_qa_jsonl(load_qa(dataset, source, limit), Path(settings.data.qa))

@@ -9,7 +9,12 @@ from typing import Annotated, Literal
 import typer
 
 from ramp.cli.options import BEAM_COMMAND, PipelineOptions, Verbose, Workers, beam_args
+from ramp.config import ConfigError
 from ramp.logs import quiet_logs
+from ramp.pipelines.dense_index import build_dense_index
+from ramp.retrieval.dense import EMBEDDINGS_DIR, FaissSpec
+from ramp.retrieval.encoder import resolve_spec
+from ramp.retrieval.indexing import build_index, read_manifest
 
 index_app = typer.Typer(no_args_is_help=True)
 
@@ -64,8 +69,6 @@ def build(
 
     Beam options of the dense job may also follow ``--`` (e.g. ``-- --runner=FlinkRunner``)."""
     if kind == "lucene":
-        from ramp.retrieval.indexing import build_index
-
         manifest = build_index(
             corpus, index, threads=threads, shards=shards, optimize=optimize, overwrite=overwrite
         )
@@ -77,11 +80,6 @@ def build(
         raise typer.BadParameter("--kind dense needs --encoder (e.g. --encoder minilm)")
     if faiss not in ("flat", "hnsw", "ivfpq") or pooling not in (None, "mean", "cls"):
         raise typer.BadParameter("--faiss must be flat, hnsw or ivfpq and --pooling mean or cls")
-    from ramp.config import ConfigError
-    from ramp.pipelines.dense_index import build_dense_index
-    from ramp.retrieval.dense import EMBEDDINGS_DIR, FaissSpec
-    from ramp.retrieval.encoder import resolve_spec
-
     pool: Literal["mean", "cls"] | None = "cls" if pooling == "cls" else "mean" if pooling else None
     spec = resolve_spec(encoder, pool, normalize, query_prefix, passage_prefix, max_length)
     try:
@@ -115,6 +113,4 @@ def build(
 @index_app.command("info")
 def info(index: Annotated[Path, typer.Argument(help="Index directory")]) -> None:
     """Print an index's manifest."""
-    from ramp.retrieval.indexing import read_manifest
-
     typer.echo(json.dumps(read_manifest(index), indent=2))

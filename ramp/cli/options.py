@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from ramp.config import load_config
+from ramp.errors import UserError
+from ramp.retrieval.config import RetrieverConfig, check_retriever, retriever_location
 
-M = TypeVar("M", bound="BaseModel")
+M = TypeVar("M", bound=BaseModel)
 
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="key=value config override; repeatable.")]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Local worker processes.")]
@@ -69,10 +71,6 @@ def load_with_retriever(
     """Load recipe ``config`` into ``model`` with its retriever section (dotted ``section``) pointed at
     ``--index`` or ``--retriever-url`` (else left as the recipe says, unless ``required``), then check the
     retriever is there (index directory, or a server that answers) so a wrong one fails before any work."""
-    from ramp.config import load_config
-    from ramp.errors import UserError
-    from ramp.retrieval.config import RetrieverConfig, check_retriever, retriever_location
-
     location = retriever_location(index, retriever_url)
     if required and not location:
         raise UserError("give exactly one of --index and --retriever-url")

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from ramp.cli.options import BEAM_COMMAND, Overrides, PipelineOptions, Verbose, Workers, beam_args
+from ramp.config import ConfigError, load_config
+from ramp.logs import quiet_logs
+from ramp.pretrain.convert import check_conversion, hf_to_mcore, mcore_to_hf
+from ramp.pretrain.launch import launch
+from ramp.pretrain.prepare import run_prepare
+from ramp.pretrain.train import run_training, train_log_name
 from ramp.train.config import PretrainConfig
+from ramp.train.init import InitConfig, init_policy
 
 pretrain_app = typer.Typer(no_args_is_help=True, add_completion=False)
 convert_app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -21,8 +29,6 @@ Config = Annotated[str, typer.Option("--config", help="YAML config (default conf
 def _load(
     config: str, overrides: list[str] | None, values: dict[str, object] | None = None
 ) -> PretrainConfig:
-    from ramp.config import ConfigError, load_config
-
     try:
         return load_config(PretrainConfig, config, overrides or [], values=values)
     except ConfigError as err:
@@ -47,8 +53,6 @@ def prepare_command(
 ) -> None:
     """Tokenize trajectories (assistant-only loss mask), pack them and write megatron IndexedDataset shards.
     Beam options may also follow ``--``."""
-    from ramp.pretrain.prepare import run_prepare
-
     cfg = _load(config, overrides, {"model.tokenizer": tokenizer} if tokenizer else None)
     try:
         manifest = run_prepare(trajectories, output, cfg, workers, beam_args(ctx, pipeline_options))
@@ -68,11 +72,6 @@ def prepare_command(
 def train_command(config: Config = "pretrain", overrides: Overrides = None, verbose: Verbose = False) -> None:
     """Train a megatron-core GPTModel on packed shards (run under torchrun for several processes).
     Megatron's and torch's warnings go to the log beside checkpoint.dir (logs/pretrain-train*.log)."""
-    import yaml
-
-    from ramp.logs import quiet_logs
-    from ramp.pretrain.train import run_training, train_log_name
-
     cfg = _load(config, overrides)
     with quiet_logs(Path(cfg.checkpoint.dir).parent, train_log_name(), verbose):
         summary = run_training(cfg, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -98,8 +97,6 @@ def launch_command(
     ] = False,
 ) -> None:
     """Print and run the torchrun command (one node); write the Slurm script (any number of nodes)."""
-    from ramp.pretrain.launch import launch
-
     cfg = _load(config, overrides)
     path = config if config.endswith((".yaml", ".yml")) else f"configs/{config}.yaml"
     code = launch(cfg, path, overrides or [], run=not dry_run)
@@ -113,8 +110,6 @@ def hf_to_mcore_command(
     tp: Annotated[int, typer.Option("--tp", min=1, help="Pad the vocabulary for this TP size.")] = 1,
 ) -> None:
     """HF weights -> a megatron dist_checkpointing checkpoint (loads at any TP/PP)."""
-    from ramp.pretrain.convert import hf_to_mcore
-
     typer.echo(f"wrote {hf_to_mcore(hf, out, tp)}")
 
 
@@ -125,8 +120,6 @@ def mcore_to_hf_command(
     out: Annotated[str, typer.Option("--out", help="Output Hugging Face directory.")],
 ) -> None:
     """A megatron checkpoint -> a Hugging Face model directory (with the tokenizer when hf-config has one)."""
-    from ramp.pretrain.convert import mcore_to_hf
-
     typer.echo(f"wrote {mcore_to_hf(ckpt, hf_config, out)}")
 
 
@@ -137,8 +130,6 @@ def check_conversion_command(
 ) -> None:
     """Convert, run both models in fp32 on a fixed input, print the max |logit difference|; exit 1 above
     the tolerance or when HF -> megatron -> HF is not exact."""
-    from ramp.pretrain.convert import check_conversion
-
     report = check_conversion(hf, tp)
     typer.echo(json.dumps(report, sort_keys=True))
     if not report["ok"]:
@@ -161,9 +152,6 @@ def init_command(
     overrides: Overrides = None,
 ) -> None:
     """Train a tokenizer on the corpus and write it with a random Qwen2 (sizes from --set model.*)."""
-    from ramp.config import ConfigError, load_config
-    from ramp.train.init import InitConfig, init_policy
-
     try:
         cfg = load_config(
             InitConfig, None, overrides or [], {"tokenizer": tokenizer, "vocab_size": vocab_size}

@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 
 from ramp.cli.options import Overrides
+from ramp.config import load_config
+from ramp.finetune.dapo import train as run_training
+from ramp.rl.config import RLConfig
+from ramp.rl.verl import export_qa, export_samples
+from ramp.rl.verl_launch import Cluster, write_run
 
 rl_app = typer.Typer(no_args_is_help=True)
 
@@ -23,17 +28,12 @@ def train(
     ] = 1,
 ) -> None:
     """Train a policy with DAPO: rollouts with search, rewards, dynamic sampling, clipped updates."""
-    from ramp.config import load_config
-    from ramp.rl.config import RLConfig
-
     settings = load_config(RLConfig, config, overrides or [])
     if nproc > 1:
         sets = [arg for item in overrides or [] for arg in ("--set", item)]
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         command += ["-m", "ramp.finetune.dapo", "--config", config, *sets]
         raise typer.Exit(subprocess.run(command, check=False).returncode)
-    from ramp.finetune.dapo import train as run_training
-
     out = run_training(settings)
     typer.echo(f"trained {settings.trainer.total_steps} steps; policy and checkpoint in {out}")
 
@@ -67,11 +67,6 @@ def export_verl(
 ) -> None:
     """Write a verl run: RAMP samples (and QA sets) as verl parquet, the search tool and agent-loop
     configs, one config per curriculum stage and launch.sh (scored by ramp.rl.verl.compute_score)."""
-    from ramp.config import load_config
-    from ramp.rl.config import RLConfig
-    from ramp.rl.verl import export_qa, export_samples
-    from ramp.rl.verl_launch import Cluster, write_run
-
     if not samples and not qa:
         raise typer.BadParameter("give --samples and/or --qa")
     settings = load_config(RLConfig, config, overrides or [])

@@ -7,8 +7,13 @@ import socket
 from typing import Annotated
 
 import typer
+import uvicorn
 
 from ramp.cli.options import Index, Overrides, load_with_retriever
+from ramp.errors import UserError
+from ramp.retrieval.config import RetrievalSettings, build_retriever
+from ramp.retrieval.indexing import read_manifest
+from ramp.retrieval.server import create_app
 
 
 def serve_retriever_command(
@@ -20,13 +25,6 @@ def serve_retriever_command(
 ) -> None:
     """Serve a local index (lucene, dense or hybrid) or a simulated search engine (retriever.kind=simulated)
     over HTTP (POST /retrieve, GET /health)."""
-    import uvicorn
-
-    from ramp.errors import UserError
-    from ramp.retrieval.config import RetrievalSettings, build_retriever
-    from ramp.retrieval.indexing import read_manifest
-    from ramp.retrieval.server import create_app
-
     server_options = [f"server.host={host}"] * (host is not None) + [f"server.port={port}"] * (
         port is not None
     )
@@ -69,8 +67,6 @@ def serve_retriever_command(
 
 def _bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, bound before the index loads so a taken port fails at once."""
-    from ramp.errors import UserError
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -6,9 +6,29 @@ import shutil
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
 
 from ramp.cli.options import Index, Overrides, RetrieverUrl, load_with_retriever
+from ramp.config import load_config
+from ramp.cot.sim_pairs import (
+    DOCUMENTS,
+    SimSettings,
+    collect_pairs,
+    format_prepare_stats,
+    pair_trajectories,
+    queries_from_questions,
+    queries_from_trajectories,
+    read_pairs,
+    write_pairs,
+)
+from ramp.cot.trajectories import TRAJECTORY_SCHEMA
+from ramp.errors import UserError
+from ramp.finetune.sft import run_sft, sft_overrides
+from ramp.retrieval.config import build_retriever
+from ramp.retrieval.simulated import DOCUMENTS_FILE
+from ramp.train.config import PretrainConfig
 
 sim_app = typer.Typer(no_args_is_help=True)
 
@@ -31,17 +51,6 @@ def prepare_command(
 ) -> None:
     """(query -> real documents) pairs, useful and noisy, from real searches of a question set's questions
     or of trajectories' queries."""
-    from ramp.data.sim_pairs import (
-        SimSettings,
-        collect_pairs,
-        format_prepare_stats,
-        queries_from_questions,
-        queries_from_trajectories,
-        write_pairs,
-    )
-    from ramp.errors import UserError
-    from ramp.retrieval.config import build_retriever
-
     if questions is None and trajectories is None:
         raise UserError("give --questions FILE.jsonl, --trajectories DIR, or both")
     settings = load_with_retriever(SimSettings, config, overrides, index, retriever_url, required=True)
@@ -70,16 +79,6 @@ def train_command(
 ) -> None:
     """Fine-tune a causal LM (`--set model.hf=DIR`) to write the pairs' documents for their prompts, through
     the project's SFT stage (shards -> Megatron trainer -> HF); the simulator is OUTPUT/policy."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ramp.config import load_config
-    from ramp.cot.trajectories import TRAJECTORY_SCHEMA
-    from ramp.data.sim_pairs import DOCUMENTS, pair_trajectories, read_pairs
-    from ramp.finetune.sft import run_sft, sft_overrides
-    from ramp.retrieval.simulated import DOCUMENTS_FILE
-    from ramp.train.config import PretrainConfig
-
     settings = load_config(PretrainConfig, config, overrides or [], values=sft_overrides(output))
     conversations = pair_trajectories(read_pairs(pairs))
     directory = Path(output) / "conversations"

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ramp.agent.backends import build_backend
+from ramp.agent.backends import build_backend, load_tokenizer
 from ramp.agent.rollout import PolicyError, RolloutLoop
 from ramp.agent.task import Task, task_from_row
 from ramp.cot.config import CotConfig
@@ -69,9 +69,7 @@ class TrajectoryBuilder:
             closers.append(getattr(backend, "close", lambda: None))
             tokenizer = None
             if teacher_cfg.tokenizer:
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(teacher_cfg.tokenizer)
+                tokenizer = load_tokenizer(teacher_cfg.tokenizer)
             rollout = teacher_cfg.rollout.model_copy(update={"seed": config.seed, "n": 1})
             loop = RolloutLoop(backend, env, rollout, tokenizer)
             name, model = "student", teacher_cfg.model_name

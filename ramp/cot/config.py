@@ -73,7 +73,7 @@ class VerifyConfig(StrictModel):
     judge_max_new_tokens: int = Field(default=256, ge=1)
 
 
-class OutputConfig(StrictModel):
+class CotOutputConfig(StrictModel):
     num_shards: int = Field(default=1, ge=1)
     batch_size: int = Field(default=8, ge=1)  # samples per teacher/retriever batch
 
@@ -89,4 +89,4 @@ class CotConfig(StrictModel):
     search: SearchConfig = SearchConfig()  # documents per search, characters shown, budgets
     loop: LoopConfig = LoopConfig()
     verify: VerifyConfig = VerifyConfig()
-    output: OutputConfig = OutputConfig()
+    output: CotOutputConfig = CotOutputConfig()

@@ -28,7 +28,7 @@ from ramp.retrieval.env import SearchEnv
 
 
 @dataclass
-class Episode:
+class RoleEpisode:
     """The roles' view of one rollout; ``scratch`` is private to the teacher."""
 
     rollout: Rollout
@@ -67,13 +67,13 @@ class RoleTeacher(Protocol):
     name: str
     model: str
 
-    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | PolicyError]: ...
+    def plan(self, episodes: Sequence[RoleEpisode]) -> list[PlanOutput | PolicyError]: ...
 
     def rewrite(
-        self, episodes: Sequence[Episode], queries: Sequence[str], num_queries: int
+        self, episodes: Sequence[RoleEpisode], queries: Sequence[str], num_queries: int
     ) -> list[list[str] | PolicyError]: ...
 
-    def observe(self, episodes: Sequence[Episode]) -> list[Observation | PolicyError]: ...
+    def observe(self, episodes: Sequence[RoleEpisode]) -> list[Observation | PolicyError]: ...
 
 
 def answer_message(task: Task, think: str, answer: str) -> str:
@@ -101,10 +101,10 @@ class RolePolicy:
         """The most model segments a rollout can take: every search turn's queries, then the answer."""
         return self.config.max_turns * self.config.queries_per_turn + 1
 
-    def _episode(self, rollout: Rollout) -> Episode:
+    def _episode(self, rollout: Rollout) -> RoleEpisode:
         episode = rollout.scratch.get("roles")
-        if not isinstance(episode, Episode):
-            episode = rollout.scratch["roles"] = Episode(rollout, self.config.max_turns)
+        if not isinstance(episode, RoleEpisode):
+            episode = rollout.scratch["roles"] = RoleEpisode(rollout, self.config.max_turns)
         return episode
 
     def next_turns(
@@ -160,7 +160,7 @@ class RolePolicy:
                 out[i] = _segment(f"<think>{think}</think>\n<search>{query}</search>", SEARCH_CLOSE)
         return [out[i] for i in range(len(episodes))]
 
-    def _turn_queries(self, episode: Episode, query: str, rewrites: list[str]) -> list[str]:
+    def _turn_queries(self, episode: RoleEpisode, query: str, rewrites: list[str]) -> list[str]:
         """The query leads (the rewrites add wordings); queries already searched are not repeated
         (when every one was, the query is searched again rather than leaving the turn empty)."""
         asked = {q.lower() for q in episode.rollout.queries}

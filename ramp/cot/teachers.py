@@ -17,7 +17,7 @@ from typing import TypeVar
 from ramp.agent.backends.base import GenerationBackend, GenerationRequest, GenerationResult
 from ramp.agent.rollout import PolicyError
 from ramp.cot.config import BuiltinTeacherConfig, TeacherConfig
-from ramp.cot.policy import Episode
+from ramp.cot.policy import RoleEpisode
 from ramp.cot.reading import (
     Reading,
     candidate_readings,
@@ -71,7 +71,7 @@ class ChatTeacher:
             seed,
         )
 
-    def _request(self, episode: Episode, role: str, messages: ChatMessages) -> GenerationRequest:
+    def _request(self, episode: RoleEpisode, role: str, messages: ChatMessages) -> GenerationRequest:
         return GenerationRequest(
             messages=messages,
             max_new_tokens=self.config.max_new_tokens,
@@ -94,7 +94,11 @@ class ChatTeacher:
             return results
 
     def _run(
-        self, episodes: Sequence[Episode], role: str, prompts: list[ChatMessages], parse: Callable[[str], T]
+        self,
+        episodes: Sequence[RoleEpisode],
+        role: str,
+        prompts: list[ChatMessages],
+        parse: Callable[[str], T],
     ) -> list[T | PolicyError]:
         requests = [self._request(e, role, p) for e, p in zip(episodes, prompts, strict=True)]
         parsed: list[T | PolicyError] = []
@@ -110,12 +114,12 @@ class ChatTeacher:
                 )
         return parsed
 
-    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | PolicyError]:
+    def plan(self, episodes: Sequence[RoleEpisode]) -> list[PlanOutput | PolicyError]:
         prompts = [planner_messages(self.templates, e.task.user_prompt) for e in episodes]
         return self._run(episodes, "planner", prompts, parse_plan)
 
     def rewrite(
-        self, episodes: Sequence[Episode], queries: Sequence[str], num_queries: int
+        self, episodes: Sequence[RoleEpisode], queries: Sequence[str], num_queries: int
     ) -> list[list[str] | PolicyError]:
         prompts = [
             rewriter_messages(self.templates, e.task.user_prompt, query, num_queries)
@@ -123,7 +127,7 @@ class ChatTeacher:
         ]
         return self._run(episodes, "rewriter", prompts, lambda text: parse_rewrites(text, num_queries))
 
-    def observe(self, episodes: Sequence[Episode]) -> list[Observation | PolicyError]:
+    def observe(self, episodes: Sequence[RoleEpisode]) -> list[Observation | PolicyError]:
         prompts = [
             observer_messages(
                 self.templates, e.task.user_prompt, e.plan, format_history(e.history()), e.turns_left
@@ -146,7 +150,7 @@ class BuiltinTeacher:
     def __init__(self, config: BuiltinTeacherConfig, templates: RoleTemplates) -> None:
         self.config, self.templates = config, templates
 
-    def _queries(self, episode: Episode, index: int) -> list[str]:
+    def _queries(self, episode: RoleEpisode, index: int) -> list[str]:
         """Mask ``index``'s queries: its sentence (with the neighbouring one when it has too few
         content words), then its nearest words; the other masks' fills read so far are shown."""
         c = self.config
@@ -159,7 +163,7 @@ class BuiltinTeacher:
         near = context_query(text, at, c.context_words)
         return [q for q in (sentence, near) if q]
 
-    def plan(self, episodes: Sequence[Episode]) -> list[PlanOutput | PolicyError]:
+    def plan(self, episodes: Sequence[RoleEpisode]) -> list[PlanOutput | PolicyError]:
         plans: list[PlanOutput | PolicyError] = []
         for episode in episodes:
             if episode.task.kind != "ramp":
@@ -171,18 +175,18 @@ class BuiltinTeacher:
         return plans
 
     def rewrite(
-        self, episodes: Sequence[Episode], queries: Sequence[str], num_queries: int
+        self, episodes: Sequence[RoleEpisode], queries: Sequence[str], num_queries: int
     ) -> list[list[str] | PolicyError]:
         rewrites: list[list[str] | PolicyError] = []
         for episode in episodes:
             rewrites.append(self._queries(episode, episode.scratch["focus"])[:num_queries])
         return rewrites
 
-    def _readings(self, episode: Episode) -> list[Reading | None]:
+    def _readings(self, episode: RoleEpisode) -> list[Reading | None]:
         """Per mask: the best-supported fill over every hit so far, or None without candidates."""
         return [cands[0] if cands else None for cands in self._candidates(episode)]
 
-    def _candidates(self, episode: Episode) -> list[list[Reading]]:
+    def _candidates(self, episode: RoleEpisode) -> list[list[Reading]]:
         """Per mask: every candidate fill over every hit so far, best supported first."""
         hits, masked, c = episode.hits(), episode.task.source, self.config
         found = [candidate_readings(hits, lt, rt, masked, c) for lt, rt in mask_windows(masked, c.window)]
@@ -197,10 +201,10 @@ class BuiltinTeacher:
             chained.append(candidate_readings(hits, left, right, text, c))
         return chained
 
-    def observe(self, episodes: Sequence[Episode]) -> list[Observation | PolicyError]:
+    def observe(self, episodes: Sequence[RoleEpisode]) -> list[Observation | PolicyError]:
         return [self._observe(episode) for episode in episodes]
 
-    def _observe(self, episode: Episode) -> Observation:
+    def _observe(self, episode: RoleEpisode) -> Observation:
         """Quote the evidence of every searched mask, search the next unsearched one, else answer.
 
         Every mask gets its own search (a reading from another mask's hits is not trusted), as long

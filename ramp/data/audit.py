@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ramp.data.samples import Sample
-from ramp.data.stats import _filesystem, output_files
+from ramp.files import filesystem, output_files
 from ramp.stats_table import table_row
 from ramp.text import content_tokens
 
@@ -29,18 +29,18 @@ AUDIT_FILE = "audit.json"
 
 def iter_samples(directory: str) -> Iterator[Sample]:
     """Every sample of ``directory``'s ``samples-*.parquet`` files, in file order."""
-    fs, _ = _filesystem(directory)
+    fs, _ = filesystem(directory)
     for path in output_files(directory, "samples-", ".parquet"):
-        for batch in pq.ParquetFile(_filesystem(path)[1], filesystem=fs).iter_batches(batch_size=1024):
+        for batch in pq.ParquetFile(filesystem(path)[1], filesystem=fs).iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 yield Sample.from_row(row)
 
 
 def _rejections_by_reason(directory: str) -> Counter[str]:
-    fs, _ = _filesystem(directory)
+    fs, _ = filesystem(directory)
     counts = Counter[str]()
     for path in output_files(directory, "rejected-", ".jsonl"):
-        with fs.open_input_stream(_filesystem(path)[1]) as f:
+        with fs.open_input_stream(filesystem(path)[1]) as f:
             for line in f.read().decode("utf-8").splitlines():
                 if line.strip():
                     counts[json.loads(line)["reason"]] += 1
@@ -125,7 +125,7 @@ def _shares(table: dict[str, list[int]]) -> dict[str, float]:
 
 def write_audit(directory: str, report: dict[str, Any]) -> str:
     """Write ``audit.json`` into ``directory``; returns its path."""
-    fs, root = _filesystem(directory)
+    fs, root = filesystem(directory)
     path = f"{root}/{AUDIT_FILE}"
     with fs.open_output_stream(path) as f:
         f.write(json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8"))

@@ -25,7 +25,7 @@ from typing import Any, get_args
 import httpx
 
 from ramp.data.config import MaskType, SpanConfig
-from ramp.data.spans import Span, salient_span
+from ramp.data.salience import Span, salient_span
 
 LABEL = "LLM"
 SYSTEM_PROMPT = (

@@ -31,8 +31,8 @@ from typing import NamedTuple
 from ramp.data.config import MaskConfig
 from ramp.data.passages import Passage
 from ramp.data.rejections import Rejection
+from ramp.data.salience import Span
 from ramp.data.samples import MASK_TOKEN, Mask, Sample, mask_text
-from ramp.data.spans import Span
 from ramp.data.splitting import sentence_spans
 from ramp.prompts import PromptTemplates, ramp_user_prompt
 from ramp.seeding import record_rng

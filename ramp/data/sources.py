@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
+import pyarrow.parquet as pq
+
 from ramp.data.passages import PASSAGE_SCHEMA, Passage
 from ramp.data.rejections import Rejection
 
@@ -269,8 +271,6 @@ def article_from_fields(obj: dict[str, Any], record_id: str, payload: str = "") 
 
 def read_parquet(raw: BinaryIO, path: str, batch_rows: int = 1024) -> Iterator[Article | Rejection]:
     """Articles from a Parquet file with ``id, title, text`` columns; record ids ``<path>:<row>``."""
-    import pyarrow.parquet as pq
-
     try:
         parquet = pq.ParquetFile(raw)
         columns = [c for c in ("id", "title", "text", "spans") if c in parquet.schema_arrow.names]

@@ -11,13 +11,13 @@ XML redirects and non-article pages are not input records; the job reports them 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from typing import Any
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ramp.files import filesystem, output_files
 from ramp.stats_table import balance_note, count_rows, table_row
 
 PRE_PASSAGE_STAGES = frozenset({"read", "split"})
@@ -33,25 +33,11 @@ OUTPUT_FILES = (
 )
 
 
-def _filesystem(directory: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in directory:
-        return pafs.FileSystem.from_uri(directory)
-    return pafs.LocalFileSystem(), os.path.abspath(directory)
-
-
-def output_files(directory: str, prefix: str, suffix: str) -> list[str]:
-    """Sorted paths of ``<directory>/<prefix>*<suffix>``."""
-    fs, root = _filesystem(directory)
-    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    names = sorted(i.path for i in infos if i.base_name.startswith(prefix) and i.base_name.endswith(suffix))
-    return [f"{directory.rstrip('/')}/{os.path.basename(n)}" for n in names]
-
-
 def compute_stats(directory: str, skipped_by_reason: dict[str, int] | None = None) -> dict[str, Any]:
-    fs, _ = _filesystem(directory)
+    fs, _ = filesystem(directory)
 
     def local(path: str) -> str:
-        return _filesystem(path)[1]
+        return filesystem(path)[1]
 
     samples, masks_by_type, samples_by_k = 0, Counter[str](), Counter[str]()
     for path in output_files(directory, "samples-", ".parquet"):
@@ -86,14 +72,14 @@ def compute_stats(directory: str, skipped_by_reason: dict[str, int] | None = Non
 
 
 def write_stats(directory: str, stats: dict[str, Any]) -> None:
-    fs, root = _filesystem(directory)
+    fs, root = filesystem(directory)
     with fs.open_output_stream(f"{root}/{STATS_FILE}") as out:
         out.write((json.dumps(stats, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def load_stats(directory: str) -> dict[str, Any]:
     """``stats.json`` if the job wrote one, else the figures computed from the output files."""
-    fs, root = _filesystem(directory)
+    fs, root = filesystem(directory)
     path = f"{root}/{STATS_FILE}"
     if fs.get_file_info(path).type == pafs.FileType.File:
         with fs.open_input_stream(path) as stream:

@@ -28,7 +28,6 @@ from ramp.config import StrictModel
 from ramp.data.rejections import Rejection
 from ramp.retrieval.base import Hit, Retriever
 from ramp.retrieval.config import RetrieverConfig
-from ramp.seeding import stable_seed
 from ramp.text import contains, content_tokens, normalize
 
 STAGE = "synthesize"
@@ -196,23 +195,6 @@ def description_prompt(entity: str, hit: Hit, noun: str | None) -> list[dict[str
             ),
         },
     ]
-
-
-def llm_describer(backend: Any, config: SynthConfig) -> Describer:
-    """A describer that asks a generation backend (chat messages) for one description."""
-    from ramp.agent.backends.base import GenerationRequest
-
-    def describe(entity: str, hit: Hit, noun: str | None) -> list[str]:
-        request = GenerationRequest(
-            messages=description_prompt(entity, hit, noun),
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            seed=stable_seed(config.seed, "describe", entity, hit.doc_id) % 2**31,
-        )
-        (result,) = backend.generate([request])
-        return [result.text]
-
-    return describe
 
 
 def entity_candidates(text: str) -> list[str]:

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ramp.data.passages import PASSAGE_SCHEMA, Passage, passage_id
 from ramp.qa.loaders import QADataError, dataset_spec, iter_json_records
 
@@ -83,9 +86,6 @@ def corpus_passages(dataset: str, path: str | Path) -> tuple[list[Passage], dict
 
 def build_corpus(dataset: str, path: str | Path, output: str | Path) -> dict[str, int]:
     """Write ``output/passages-00000.parquet`` and ``output/corpus-stats.json``; returns the stats."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     passages, stats = corpus_passages(dataset, path)
     if not passages:
         raise QADataError(f"{path}: no context paragraphs")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ramp import engines
 from ramp.errors import UserError
 
 Where = str  # "file:line" of the record, for error messages
@@ -305,11 +306,9 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def _hub_records(spec: DatasetSpec, location: str) -> Iterator[QARecord]:
-    import datasets
-
     repo, _, rest = location.partition(":")
     config, _, split = rest.partition(":")
-    rows = datasets.load_dataset(repo, config or None, split=split or "test")
+    rows = engines.datasets().load_dataset(repo, config or None, split=split or "test")
     for index, row in enumerate(rows):
         where = f"hub:{location} row {index}"
         if "golden_answers" in row:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from ramp import engines
 from ramp.config import StrictModel
 from ramp.errors import UserError
 from ramp.retrieval.base import Hit, check_search_args
@@ -71,12 +72,6 @@ class FaissSpec(StrictModel):
         return self
 
 
-def _faiss() -> Any:
-    import faiss
-
-    return faiss
-
-
 def embedding_batches(
     files: Sequence[str], open_file: Callable[[str], IO[bytes]] | None = None
 ) -> Iterator[pa.RecordBatch]:
@@ -112,7 +107,7 @@ def write_faiss_index(
 ) -> dict[str, Any]:
     """Build the FAISS index ``spec`` describes from ``batches()`` (called once per pass) into ``path``;
     returns its settings for the manifest."""
-    faiss = _faiss()
+    faiss = engines.faiss()
     metric = faiss.METRIC_INNER_PRODUCT
     settings: dict[str, Any] = {"type": spec.type, "metric": "inner_product"}
     if spec.type == "flat":
@@ -211,7 +206,7 @@ class DenseRetriever:
         query_batch_size: int = 64,
         check_weights: bool = True,
     ) -> None:
-        faiss = _faiss()
+        faiss = engines.faiss()
         self.index_dir = Path(index_dir)
         self.manifest = read_dense_manifest(self.index_dir)
         spec = EncoderSpec.from_json(self.manifest["encoder"])

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from huggingface_hub import snapshot_download
 
+from ramp import engines
 from ramp.errors import UserError
 
 Pooling = Literal["mean", "cls"]
@@ -71,8 +73,6 @@ def model_directory(name: str) -> Path:
     if path.exists() or name.startswith((".", "/")):
         raise EncoderError(f"encoder {name}: not a model directory")
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(name))
     except Exception as err:  # offline, unknown name, no access: one clear line
         raise EncoderError(
@@ -140,14 +140,12 @@ class Encoder:
     """Texts -> float32 vectors (rows), as :class:`EncoderSpec` says; batches sorted by length."""
 
     def __init__(self, spec: EncoderSpec, device: str = "cpu", batch_size: int = 32) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
+        transformers = engines.transformers()
         directory = model_directory(spec.name)
         self.spec, self.device, self.batch_size = spec, device, batch_size
-        self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.model = AutoModel.from_pretrained(directory).to(device).eval()
+        self._torch = engines.torch()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        self.model = transformers.AutoModel.from_pretrained(directory).to(device).eval()
         self.dim = int(self.model.config.hidden_size)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:

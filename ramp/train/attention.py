@@ -18,14 +18,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ramp import engines
+
 
 @cache
 def sdpa_attention_class() -> type:
-    """The class, built on first use (megatron is imported lazily)."""
-    from megatron.core import tensor_parallel
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    """The class, built on first use (megatron through :mod:`ramp.engines`)."""
+    tensor_parallel = engines.megatron("tensor_parallel")
+    DotProductAttention = engines.megatron("transformer.dot_product_attention").DotProductAttention
 
-    class SDPAttention(DotProductAttention):
+    class SDPAttention(DotProductAttention):  # type: ignore[misc,valid-type]
         """megatron's ``DotProductAttention`` with its score computation replaced by torch SDPA."""
 
         def __init__(self, config: Any, layer_number: int, *args: Any, **kwargs: Any) -> None:

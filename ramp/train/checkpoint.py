@@ -13,6 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
+from ramp import engines
 from ramp.train.model import Qwen2Shape
 
 META_FILE = "ramp-mcore.json"
@@ -47,27 +50,21 @@ def shape_from_meta(meta: dict[str, Any]) -> Qwen2Shape:
 
 
 def _barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.barrier()
 
 
 def _is_rank0() -> bool:
-    import torch.distributed as dist
-
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def save_model(model: Any, directory: str | Path, shape: Qwen2Shape, padded_vocab: int, **extra: Any) -> Path:
     """Save ``model`` (a ``GPTModel``, on every rank) with ``dist_checkpointing`` and its meta file."""
-    from megatron.core import dist_checkpointing
-
     directory = Path(directory)
     if _is_rank0():
         directory.mkdir(parents=True, exist_ok=True)  # dist_checkpointing.save needs it to exist
     _barrier()
-    dist_checkpointing.save(model.sharded_state_dict(), str(directory))
+    engines.megatron("dist_checkpointing").save(model.sharded_state_dict(), str(directory))
     if _is_rank0():
         meta = {"shape": asdict(shape), "padded_vocab_size": padded_vocab, **extra}
         (directory / META_FILE).write_text(
@@ -79,9 +76,7 @@ def save_model(model: Any, directory: str | Path, shape: Qwen2Shape, padded_voca
 
 def load_model(model: Any, directory: str | Path) -> None:
     """Load a ``dist_checkpointing`` checkpoint into ``model`` (any TP/PP layout)."""
-    from megatron.core import dist_checkpointing
-
-    state = dist_checkpointing.load(model.sharded_state_dict(), str(directory))
+    state = engines.megatron("dist_checkpointing").load(model.sharded_state_dict(), str(directory))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing or unexpected:

@@ -19,7 +19,7 @@ class PrepareConfig(StrictModel):
     end_of_turn_token: str | None = None  # default: the tokenizer's EOS (Qwen2 chat: <|im_end|>)
 
 
-class DataConfig(StrictModel):
+class TrainDataConfig(StrictModel):
     """Training data: megatron's blend ``[w1, prefix_or_dir1, w2, prefix_or_dir2, ...]``."""
 
     blend: list[str] = Field(default_factory=lambda: ["1.0", "runs/pretrain/shards"], min_length=1)
@@ -102,7 +102,7 @@ class LaunchConfig(StrictModel):
 
 class PretrainConfig(StrictModel):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

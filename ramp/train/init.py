@@ -14,9 +14,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 from pydantic import Field, model_validator
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from ramp.config import StrictModel
+from ramp.agent.protocol import NO_BUDGET, NO_QUERY, NO_RESULTS, TAG_STRINGS
+from ramp.config import CONFIG_DIR, StrictModel, read_yaml
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHAT_TEMPLATE = (
@@ -66,9 +73,6 @@ def corpus_texts(paths: Sequence[str | Path]) -> Iterator[str]:
                         if line.strip():
                             yield from _strings(json.loads(line))
             elif file.suffix == ".parquet":
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
                 table = pq.read_table(file)
                 for column in table.itercolumns():
                     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -90,9 +94,6 @@ def _strings(value: Any) -> Iterator[str]:
 
 def _protocol_texts() -> list[str]:
     """The prompt templates and protocol text, so the policy's own scaffolding has no unknown words."""
-    from ramp.agent.protocol import NO_BUDGET, NO_QUERY, NO_RESULTS
-    from ramp.config import CONFIG_DIR, read_yaml
-
     prompts = [v for v in read_yaml(CONFIG_DIR / "prompts.yaml").values() if isinstance(v, str)]
     return [
         *prompts,
@@ -104,19 +105,16 @@ def _protocol_texts() -> list[str]:
     ]
 
 
-def train_tokenizer(texts: Sequence[str], kind: Literal["bpe", "word"], vocab_size: int) -> Any:
+def train_tokenizer(
+    texts: Sequence[str], kind: Literal["bpe", "word"], vocab_size: int, protocol_tokens: bool = True
+) -> PreTrainedTokenizerFast:
     """A transformers fast tokenizer trained on ``texts`` (deterministic for the same texts).
 
     Both kinds are byte-level BPE with Qwen2's normaliser and pre-tokenizer (the pipeline
     ``AutoTokenizer`` rebuilds for a ``qwen2`` model, so what is trained is what every stage loads);
     ``word`` keeps merging until every corpus word is one token (as far as ``vocab_size`` allows).
+    ``protocol_tokens``: the protocol tags are added tokens (else BPE pieces, as in Qwen2's vocabulary).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    from ramp.agent.protocol import TAG_STRINGS
-
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
@@ -138,15 +136,13 @@ def train_tokenizer(texts: Sequence[str], kind: Literal["bpe", "word"], vocab_si
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
     )
-    fast.add_tokens(list(TAG_STRINGS))
+    if protocol_tokens:
+        fast.add_tokens(list(TAG_STRINGS))
     return fast
 
 
-def random_model(tokenizer: Any, config: InitModelConfig) -> Any:
+def random_model(tokenizer: Any, config: InitModelConfig) -> Qwen2ForCausalLM:
     """A ``Qwen2ForCausalLM`` of the configured sizes with weights drawn from ``config.seed``."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     hf_config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,

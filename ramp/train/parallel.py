@@ -11,7 +11,9 @@ import tempfile
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
+from ramp import engines
 from ramp.train import cpu_shim
 
 
@@ -30,9 +32,7 @@ class ParallelInfo:
 
 def init_parallel(tp: int = 1, pp: int = 1, seed: int = 0) -> ParallelInfo:
     """Initialise torch.distributed (if needed), megatron's TP/PP/DP groups and its RNG trackers."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state, tensor_parallel
-
+    parallel_state, tensor_parallel = engines.megatron("parallel_state"), engines.megatron("tensor_parallel")
     cpu_shim.install()
     cuda = torch.cuda.is_available()
     if cuda:
@@ -66,9 +66,6 @@ def init_parallel(tp: int = 1, pp: int = 1, seed: int = 0) -> ParallelInfo:
 
 def shutdown_parallel() -> None:
     """Destroy megatron's groups and the process group (so a process can initialise again)."""
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-
-    parallel_state.destroy_model_parallel()
+    engines.megatron("parallel_state").destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()

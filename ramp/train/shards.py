@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ramp import engines
+from ramp.seeding import stable_seed
 from ramp.train.packing import Packing
 from ramp.train.tokens import TokenizedConversation
 
@@ -44,9 +46,9 @@ def write_packed_shard(
     megatron's ``IndexedDatasetBuilder`` writes local files; they are then copied through Beam's
     ``FileSystems``. Returns the written paths.
     """
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    FileSystems = engines.beam("io.filesystems").FileSystems
+    uncompressed = engines.beam("io.filesystem").CompressionTypes.UNCOMPRESSED
+    IndexedDatasetBuilder = engines.megatron("datasets.indexed_dataset").IndexedDatasetBuilder
 
     written = []
     with tempfile.TemporaryDirectory(prefix="ramp-shard-") as tmp:
@@ -66,7 +68,7 @@ def write_packed_shard(
                 dst = dst_prefix + ext
                 with (
                     open(src_prefix + ext, "rb") as src,
-                    FileSystems.create(dst, compression_type=CompressionTypes.UNCOMPRESSED) as out,
+                    FileSystems.create(dst, compression_type=uncompressed) as out,
                 ):
                     shutil.copyfileobj(src, out)
                 written.append(dst)
@@ -88,11 +90,9 @@ def shard_prefixes(directory: str | Path) -> list[str]:
 
 
 def _num_rows(prefix: str) -> int:
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     if os.path.getsize(f"{prefix}.bin") == 0:  # an empty shard (megatron cannot mmap an empty file)
         return 0
-    return len(IndexedDataset(prefix).document_indices) - 1
+    return len(engines.megatron("datasets.indexed_dataset").IndexedDataset(prefix).document_indices) - 1
 
 
 def expand_blend(blend: Sequence[str]) -> tuple[list[str], list[float] | None, list[Path]]:
@@ -101,9 +101,7 @@ def expand_blend(blend: Sequence[str]) -> tuple[list[str], list[float] | None, l
     A directory's weight is split over its shards by their number of rows. Returns prefixes, weights
     (None when none were given) and the directories whose manifests apply.
     """
-    from megatron.core.datasets.utils import get_blend_from_list
-
-    parsed = get_blend_from_list(list(blend))
+    parsed = engines.megatron("datasets.utils").get_blend_from_list(list(blend))
     if parsed is None or not parsed[0]:
         raise ValueError("the data blend is empty")
     paths, weights = parsed
@@ -131,8 +129,7 @@ class PackedPair:
     """The low-level dataset: token and loss-mask ``IndexedDataset``s of one shard."""
 
     def __init__(self, prefix: str, mmap: bool = True) -> None:
-        from megatron.core.datasets.indexed_dataset import IndexedDataset
-
+        IndexedDataset = engines.megatron("datasets.indexed_dataset").IndexedDataset
         self.tokens = IndexedDataset(prefix, mmap=mmap)
         self.masks = IndexedDataset(mask_prefix(prefix), mmap=mmap)
         if not np.array_equal(
@@ -150,7 +147,7 @@ class PackedPair:
 
 
 def _packed_dataset_class() -> type:
-    from megatron.core.datasets.megatron_dataset import MegatronDataset
+    MegatronDataset: Any = engines.megatron("datasets.megatron_dataset").MegatronDataset
 
     class PackedSFTDataset(MegatronDataset):
         """Packed rows -> ``tokens, labels, loss_mask, segment_ids, position_ids`` of ``sequence_length``.
@@ -187,8 +184,6 @@ def _packed_dataset_class() -> type:
 
 
 def _path_seed(path: str | None) -> int:
-    from ramp.seeding import stable_seed
-
     return stable_seed(path or "") % (2**32)
 
 
@@ -227,13 +222,12 @@ def build_train_dataset(
     With one shard and no weight it is the shard's ``PackedSFTDataset``; otherwise megatron's
     ``BlendedDataset`` drawing from the shards by weight. Call on every rank.
     """
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.blended_megatron_dataset_config import BlendedMegatronDatasetConfig
-
+    builders = engines.megatron("datasets.blended_megatron_dataset_builder")
+    configs = engines.megatron("datasets.blended_megatron_dataset_config")
     prefixes, weights, _ = expand_blend(blend)
     if weights is None and len(prefixes) > 1:
         weights = [float(_num_rows(p)) for p in prefixes]
-    config = BlendedMegatronDatasetConfig(
+    config = configs.BlendedMegatronDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
         blend=(prefixes, weights),
@@ -241,7 +235,7 @@ def build_train_dataset(
         path_to_cache=cache_dir,
         mid_level_dataset_surplus=0.005,
     )
-    builder = BlendedMegatronDatasetBuilder(
+    builder = builders.BlendedMegatronDatasetBuilder(
         _packed_dataset_class(), [num_samples, 0, 0], lambda: True, config
     )
     return builder.build()[0]

@@ -13,25 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ramp import engines
 from ramp.agent.backends.base import GenerationRequest, GenerationResult, GenerationStop
 from ramp.agent.config import VLLMBackendConfig
 from ramp.agent.protocol import encode_prompt
 
 
-def _import_vllm() -> Any:
-    try:
-        import vllm
-    except ImportError as err:
-        raise ImportError(
-            "the vllm backend needs vLLM, which is not installed: pip install 'ramp[vllm]' "
-            "(or use backend.kind=hf, or backend.kind=openai against a `vllm serve` endpoint)"
-        ) from err
-    return vllm
-
-
 class VLLMBackend:
     def __init__(self, config: VLLMBackendConfig) -> None:
-        self._vllm = _import_vllm()
+        self._vllm = engines.vllm()
         if not config.model:
             raise ValueError("backend.vllm.model is empty: give a local path or hub name")
         self.llm = self._vllm.LLM(
@@ -59,8 +49,7 @@ class VLLMBackend:
         self.llm.reset_prefix_cache()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        from vllm.inputs import TokensPrompt
-
+        TokensPrompt = engines.vllm("inputs").TokensPrompt
         prompts = [
             TokensPrompt(
                 prompt_token_ids=r.prompt_ids

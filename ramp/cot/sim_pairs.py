@@ -41,7 +41,7 @@ STAGE = "sim_prepare"
 PAIRS, DOCUMENTS, REJECTED, STATS = "pairs.jsonl", "documents.jsonl", "rejected.jsonl", "stats.json"
 
 
-class PrepareConfig(StrictModel):
+class SimPrepareConfig(StrictModel):
     pool: int = Field(default=10, ge=1)  # real hits searched per query, sorted into useful and noisy
     docs: int = Field(default=3, ge=1)  # documents per pair (the simulator's k in training)
     max_chars_per_doc: int | None = Field(default=600, ge=1)  # a document cut at a word boundary
@@ -53,7 +53,7 @@ class SimSettings(StrictModel):
     """The whole ``configs/sim.yaml``."""
 
     retriever: RetrieverConfig = RetrieverConfig(kind="lucene", index="runs/index")
-    prepare: PrepareConfig = PrepareConfig()
+    prepare: SimPrepareConfig = SimPrepareConfig()
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _holds_answer(hit: Hit, answers: Sequence[str]) -> bool:
     return any(contains(text, normalize(a, "ramp")) for a in answers)
 
 
-def _pair(query: Query, kind: Kind, hits: Sequence[Hit], config: PrepareConfig) -> dict[str, Any]:
+def _pair(query: Query, kind: Kind, hits: Sequence[Hit], config: SimPrepareConfig) -> dict[str, Any]:
     documents = [
         {"id": h.doc_id, "title": h.title, "text": shown_text(h.text, config.max_chars_per_doc)} for h in hits
     ]
@@ -120,7 +120,7 @@ def _pair(query: Query, kind: Kind, hits: Sequence[Hit], config: PrepareConfig) 
 
 
 def collect_pairs(
-    queries: Iterable[Query], retriever: Retriever, config: PrepareConfig
+    queries: Iterable[Query], retriever: Retriever, config: SimPrepareConfig
 ) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Useful and noisy pairs of every distinct query (in input order), and the rejected queries."""
     rejected: list[Rejection] = []
