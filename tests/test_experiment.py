@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from ramp.agent.task import task_from_qa
+from ramp.cli.ramp_effect import run_experiment
 from ramp.config import load_config
 from ramp.cot.trajectories import read_trajectories
 from ramp.data.sources import TaggedSpan, article_from_fields, passage_spans
 from ramp.data.splitting import split_passages
 from ramp.experiment.config import RampEffectConfig
-from ramp.experiment.ramp_effect import run_experiment
 from ramp.prompts import load_templates
 from ramp.train.init import InitConfig, InitModelConfig, init_policy
 

@@ -52,9 +52,9 @@ def ramp_effect_command(
     runs. A rerun recomputes exactly the stages whose settings or inputs changed."""
     import json
 
+    from ramp.cli.ramp_effect import run_experiment
     from ramp.config import load_config
     from ramp.experiment.config import RampEffectConfig
-    from ramp.experiment.ramp_effect import run_experiment
     from ramp.experiment.report import format_tables
 
     values: dict[str, object] = {"output": output, "seeds": seeds}
@@ -63,5 +63,9 @@ def ramp_effect_command(
     )
     results = run_experiment(cfg, echo=typer.echo)
     typer.echo(format_tables(results))
-    typer.echo(json.dumps({"output": cfg.output, "verdict": results["verdict"], "mlflow_run_id": results["mlflow_run_id"]}))
+    typer.echo(
+        json.dumps(
+            {"output": cfg.output, "verdict": results["verdict"], "mlflow_run_id": results["mlflow_run_id"]}
+        )
+    )
     typer.echo(f"plot: {cfg.output}/ramp_effect.png   results: {cfg.output}/results.json")

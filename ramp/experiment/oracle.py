@@ -105,7 +105,9 @@ def oracle_trajectory(
     """Run ``steps`` through ``env`` and write the trajectory, or the reason it fails verification."""
     episode = env.episode(task.exclude_doc_ids)
     messages = [dict(m) for m in task.messages]
-    queries, retrieved, shown = [], [], []
+    queries: list[str] = []
+    retrieved: list[tuple[str, ...]] = []
+    shown: list[str] = []
     turn = ""
     for step in steps:
         thought = _quote(step, shown, task)

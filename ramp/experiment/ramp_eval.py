@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from ramp.agent.backends import build_backend
 from ramp.agent.config import BackendConfig, HFBackendConfig, RolloutConfig
 from ramp.agent.rollout import RolloutLoop
-from ramp.agent.task import Task
+from ramp.agent.task import Task, task_from_sample
+from ramp.data.samples import Sample
 from ramp.experiment.measures import names_subject
+from ramp.experiment.world import read_jsonl
+from ramp.prompts import PromptTemplates
 from ramp.retrieval.env import SearchEnv
 from ramp.rewards import combined_reward
 
@@ -77,3 +82,10 @@ def evaluate_ramp(
         "searches": sum(r["searches"] for r in rows) / n,
         "tasks": float(len(rows)),
     }
+
+
+def held_out_tasks(samples: Path, templates: PromptTemplates, limit: int) -> list[tuple[Task, str]]:
+    """The first ``limit`` tasks of a held-out set (``rl-heldout``) with their first search's subject."""
+    subjects = {r["sample_id"]: r["subject"] for r in read_jsonl(samples / "subjects.jsonl")}
+    rows = pq.read_table(samples / "samples-00000.parquet").to_pylist()[:limit]
+    return [(task_from_sample(Sample.from_row(r), templates), subjects[r["sample_id"]]) for r in rows]

@@ -24,7 +24,7 @@ from typing import Any
 
 from ramp.experiment import statistics as stats
 from ramp.experiment.measures import QUESTION_METRICS, SPLIT_METRICS, metric_values, no_search_baselines
-from ramp.experiment.world_data import read_jsonl
+from ramp.experiment.world import read_jsonl
 
 ARM_METRICS = (*QUESTION_METRICS, *(f"{m}_held_out" for m in SPLIT_METRICS), "searches_per_question")
 COMPARISONS = {"A-B": ("A", "B"), "A-C": ("A", "C"), "A-A_mixed": ("A", "A-mixed")}
@@ -45,10 +45,11 @@ def collect(output: Path, seeds: int, arms: Sequence[str], threshold: float) -> 
         stage: [_json(r / "A" / "measures" / stage / "measures.json") for r in roots] for stage in A_STAGES
     }
     copy = [m["heldout"]["copy_rate"] for m in measures["ramp-sft"]]
+    passed = all(c >= threshold for c in copy)
     gate = {
         "ramp_copy_rate": stats.mean_std(copy)["mean"],
         "per_seed": copy,
-        "passed": all(c >= threshold for c in copy),
+        "passed": passed,
         "threshold": threshold,
     }
     differences: dict[str, dict[str, Any]] = {}
@@ -59,9 +60,7 @@ def collect(output: Path, seeds: int, arms: Sequence[str], threshold: float) -> 
                 for metric, held in _difference_metrics()
             }
     verdicts = {
-        name: stats.verdict(
-            differences[name]["first_query_accuracy"], differences[name]["bridge_em"], gate["passed"]
-        )
+        name: stats.verdict(differences[name]["first_query_accuracy"], differences[name]["bridge_em"], passed)
         for name in VERDICT_COMPARISONS
         if name in differences
     }

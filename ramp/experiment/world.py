@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ramp.retrieval.base import Retriever
 from ramp.seeding import record_rng
@@ -211,6 +211,11 @@ class World:
         write_jsonl(paths["lookups"], (asdict(x) for x in self.lookups))
         paths["held_out"].write_text(json.dumps(sorted(self.held_out)) + "\n", encoding="utf-8")
         return paths
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file written by :func:`write_jsonl`."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, object]]) -> None:

@@ -2,7 +2,7 @@
 
 A controlled experiment in generated worlds (:mod:`ramp.experiment.world`, one per seed), every stage the
 real one, each a fingerprinted stage (:mod:`ramp.stages`: a changed setting reruns exactly what depends on
-it). Per seed (:mod:`ramp.experiment.world_data` makes its data), from one seeded random initialisation:
+it). Per seed (:mod:`ramp.cli.ramp_effect_data` makes its data), from one seeded random initialisation:
 
 - **A**: RAMP SFT on the oracle's trajectories (the Megatron path) -> DAPO on RAMP tasks with the mask-count
   curriculum -> QA stage;
@@ -37,15 +37,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
+from ramp.agent.config import RolloutConfig
+from ramp.cli.ramp_effect_data import build_seed_data
+from ramp.cli.ramp_effect_worker import run_job
+from ramp.eval.run import run_eval
 from ramp.experiment.config import RampEffectConfig, stage_config
 from ramp.experiment.measures import question_outcomes, summarize_outcomes
-from ramp.experiment.ramp_eval import HeldOutTask, evaluate_ramp
+from ramp.experiment.ramp_eval import HeldOutTask, evaluate_ramp, held_out_tasks
 from ramp.experiment.report import collect, format_tables, plot
-from ramp.experiment.world_data import build_seed_data, held_out_tasks, read_jsonl
+from ramp.experiment.world import read_jsonl
+from ramp.finetune.dapo import train
+from ramp.finetune.sft import run_sft, sft_overrides
 from ramp.logs import quiet_logs
+from ramp.prompts import load_templates
+from ramp.retrieval.env import SearchEnv
+from ramp.retrieval.lucene import LuceneRetriever
 from ramp.stages import Stage, run_stage
+from ramp.tracking import mlflow_run
+from ramp.train.init import init_policy
 
 DATASET = "world"
 PRE_QA = {"A": "A/dapo/policy", "A-mixed": "A-mixed/dapo/policy", "B": "init", "C": "C/lm/policy"}
@@ -103,8 +115,6 @@ class SeedRun:
         return stages
 
     def _init(self) -> Stage:
-        from ramp.train.init import init_policy
-
         init_cfg = self.config.init.model_copy(
             update={"model": self.config.init.model.model_copy(update={"seed": self.seed})}
         )
@@ -129,8 +139,6 @@ class SeedRun:
     ) -> Stage:
         """SFT through the Megatron stage (``ramp finetune sft``) into ``OUTPUT/seed-N/NAME``, with the
         experiment's ``recipe`` settings (``ramp_sft`` or ``qa_sft``) and ``overrides`` on top."""
-        from ramp.finetune.sft import run_sft, sft_overrides
-
         out = self.path(name)
         values: dict[str, Any] = {
             **sft_overrides(out),
@@ -161,8 +169,6 @@ class SeedRun:
         )
 
     def _dapo(self, arm: str, mode: str) -> Stage:
-        from ramp.finetune.dapo import train
-
         out = self.path(arm, "dapo")
         policy = self.path("A", "ramp-sft", "policy")
         cfg = stage_config(
@@ -213,11 +219,6 @@ class SeedRun:
         )
 
     def measure(self, policy: Path, out: Path) -> None:
-        from ramp.agent.config import RolloutConfig
-        from ramp.prompts import load_templates
-        from ramp.retrieval.env import SearchEnv
-        from ramp.retrieval.lucene import LuceneRetriever
-
         templates = load_templates(self.config.prompts)
         eval_cfg = stage_config(self.config, "eval")
         rollout = RolloutConfig(**eval_cfg.agent.rollout.model_dump())
@@ -240,8 +241,6 @@ class SeedRun:
     def evaluate_questions(self, policy: Path, out: Path, questions: str) -> dict[str, float]:
         """``ramp eval run`` of ``policy`` on a question file of the seed's data; the arm's metrics."""
         import pyarrow.parquet as pq
-
-        from ramp.eval.run import run_eval
 
         cfg = stage_config(
             self.config,
@@ -330,11 +329,9 @@ def dev_score(summary: dict[str, float]) -> float:
 # ---------------------------------------------------------------------------------------- processes
 
 
-def _run_job(args: tuple[str, str, int, str, list[Any], Any]) -> None:
-    """A worker: one seed's stages of a phase (or one grid point), each through the stage primitive."""
-    config_json, phase, seed, arm, choice, events = args
-    import torch
-
+def run_seed_job(config_json: str, phase: str, seed: int, arm: str, choice: list[Any], events: Any) -> None:
+    """A worker's job: one seed's stages of a phase (or one grid point), each through the stage primitive,
+    reported to the parent as events."""
     torch.set_num_threads(1)
     config = RampEffectConfig.model_validate_json(config_json)
     run = SeedRun(config, seed)
@@ -344,17 +341,18 @@ def _run_job(args: tuple[str, str, int, str, list[Any], Any]) -> None:
         stages = run.grid(arm, QAChoice(*choice))
     else:
         stages = run.qa(arm, QAChoice(*choice))
-    with quiet_logs(config.output, f"seed-{seed}-{phase}{'-' + arm if arm else ''}"):
-        for stage in stages:
-            events.put(("start", seed, stage.name))
-            started = time.monotonic()
-            try:
-                outcome = run_stage(stage, run.root / ".stages", echo=lambda line: None)
-            except BaseException as err:
-                traceback.print_exc()  # into the log file
-                events.put(("FAILED", seed, stage.name, time.monotonic() - started, f"{type(err).__name__}: {err}"))
-                raise SystemExit(1) from None
-            events.put((outcome.status, seed, stage.name, time.monotonic() - started))
+    for stage in stages:
+        events.put(("start", seed, stage.name))
+        started = time.monotonic()
+        try:
+            outcome = run_stage(stage, run.root / ".stages", echo=print)
+        except BaseException as err:
+            traceback.print_exc()  # into the worker's log
+            events.put(
+                ("FAILED", seed, stage.name, time.monotonic() - started, f"{type(err).__name__}: {err}")
+            )
+            raise SystemExit(1) from None
+        events.put((outcome.status, seed, stage.name, time.monotonic() - started))
 
 
 def run_jobs(
@@ -370,7 +368,9 @@ def run_jobs(
     while pending or running:
         while pending and len(running) < config.workers:
             job = pending.pop(0)
-            process = context.Process(target=_run_job, args=(job,), name=f"{job[1]}-seed{job[2]}{job[3]}")
+            name = f"seed-{job[2]}-{job[1]}{'-' + job[3] if job[3] else ''}"
+            log = str(Path(config.output) / "logs" / f"{name}.log")
+            process = context.Process(target=run_job, args=(log, job), name=name)
             process.start()
             running.append(process)
         try:
@@ -385,9 +385,8 @@ def run_jobs(
                 for other in running:
                     other.terminate()
                 bar.close()
-                raise RuntimeError(
-                    f"{process.name} failed (exit code {process.exitcode}); see {config.output}/logs"
-                )
+                failed_log = Path(config.output) / "logs" / f"{process.name}.log"
+                raise RuntimeError(f"{process.name} failed (exit code {process.exitcode}); see {failed_log}")
     bar.close()
 
 
@@ -431,7 +430,8 @@ def run_experiment(config: RampEffectConfig, echo: Echo = print) -> dict[str, An
     results["grid"] = _grid_report(tuner, grid, scores, chosen)
     (out / "results.md").write_text(format_tables(results), encoding="utf-8")
     plot(results, out / "ramp_effect.png")
-    results["mlflow_run_id"] = log_to_mlflow(config, results, out)
+    with quiet_logs(out, "mlflow"):
+        results["mlflow_run_id"] = log_to_mlflow(config, results, out)
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return results
 
@@ -468,8 +468,6 @@ def _grid_report(
 
 def log_to_mlflow(config: RampEffectConfig, results: dict[str, Any], out: Path) -> str:
     """One parent run (headline metrics, differences, the tables, the plot) with a child per arm and seed."""
-    from ramp.tracking import mlflow_run
-
     with mlflow_run(
         config.tracking.experiment, out.name, config.model_dump(mode="json"), uri=config.tracking.tracking_uri
     ) as mlflow:

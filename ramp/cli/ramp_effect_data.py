@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ramp.agent.task import Task, task_from_qa, task_from_sample
+from ramp.agent.task import task_from_qa, task_from_sample
 from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory
 from ramp.data.samples import Sample
 from ramp.experiment.config import RampEffectConfig, stage_config
@@ -273,14 +273,3 @@ def _write_trajectories(folder: Path, trajectories: Sequence[Trajectory]) -> Non
 
 def _count_kinds(ids: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(i.rsplit("-", 1)[0] for i in ids).items()))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def held_out_tasks(samples: Path, templates: PromptTemplates, limit: int) -> list[tuple[Task, str]]:
-    """The first ``limit`` tasks of a held-out set (``rl-heldout``) with their first search's subject."""
-    subjects = {r["sample_id"]: r["subject"] for r in read_jsonl(samples / "subjects.jsonl")}
-    rows = pq.read_table(samples / "samples-00000.parquet").to_pylist()[:limit]
-    return [(task_from_sample(Sample.from_row(r), templates), subjects[r["sample_id"]]) for r in rows]
