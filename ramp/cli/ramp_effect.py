@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import queue
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,7 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import torch
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from ramp.agent.config import RolloutConfig
@@ -62,6 +66,7 @@ from ramp.train.init import init_policy
 DATASET = "world"
 PRE_QA = {"A": "A/dapo/policy", "A-mixed": "A-mixed/dapo/policy", "B": "init", "C": "C/lm/policy"}
 EARLIER = {"A": "A/ramp-sft/shards", "A-mixed": "A/ramp-sft/shards", "C": "C/lm/shards"}  # mixed into QA
+A_MEASURED = ("init", "ramp-sft", "dapo")  # A's stages measured before its QA stage
 Echo = Callable[[str], None]
 
 
@@ -109,7 +114,7 @@ class SeedRun:
             self._dapo("A", "staged"),
             self._sft("C/lm", "ramp_sft", self.data / "lm-articles", self.path("init")),  # A's rows
         ]
-        stages += [self._measure("A", stage) for stage in ("init", "ramp-sft", "dapo")]
+        stages += [self._measure("A", stage) for stage in A_MEASURED]
         if c.ablation:
             stages += [self._dapo("A-mixed", "mixed"), self._measure("A-mixed", "dapo")]
         return stages
@@ -240,8 +245,6 @@ class SeedRun:
 
     def evaluate_questions(self, policy: Path, out: Path, questions: str) -> dict[str, float]:
         """``ramp eval run`` of ``policy`` on a question file of the seed's data; the arm's metrics."""
-        import pyarrow.parquet as pq
-
         cfg = stage_config(
             self.config,
             "eval",
@@ -376,7 +379,8 @@ def run_jobs(
         try:
             event = events.get(timeout=1.0)
             bar.update(event[0] != "start")
-            tqdm.write(_event_line(event))
+            tqdm.write(_event_line(event), file=sys.stdout)
+            sys.stdout.flush()
         except queue.Empty:
             pass
         for process in [p for p in running if not p.is_alive()]:
@@ -486,3 +490,53 @@ def log_to_mlflow(config: RampEffectConfig, results: dict[str, Any], out: Path) 
                     mlflow.log_params({"arm": arm, "seed": seed["seed"], "world_seed": seed["world_seed"]})
                     mlflow.log_metrics({m: v["per_seed"][n] for m, v in metrics.items()})
     return str(parent)
+
+
+# ------------------------------------------------------------------------------------- the demo's world
+
+
+def run_world_demo(config: RampEffectConfig, echo: Echo = print) -> dict[str, Any]:
+    """A's stages before QA on one small world, in this process (``make demo``'s world stage): data, init,
+    RAMP SFT, DAPO with the curriculum, and the held-out RAMP measures after each; writes ``world.json`` and
+    ``world.png`` (copy rate and answer reward per stage, DAPO's reward per step) under ``config.output``."""
+    run = SeedRun(config, 0)
+    keep = {"data", "init", "A/ramp-sft", "A/dapo", *(f"A/measure-{s}" for s in A_MEASURED)}
+    for stage in (s for s in run.before_qa() if s.name in keep):
+        with quiet_logs(config.output, stage.name.replace("/", "-")):
+            outcome = run_stage(stage, run.root / ".stages", echo=lambda line: None)
+        echo(f"  world {stage.name:<20} {outcome.status}")
+    measures = {s: _json(run.path("A", "measures", s, "measures.json"))["heldout"] for s in A_MEASURED}
+    history = read_jsonl(run.path("A", "dapo", "history.jsonl"))
+    summary = {
+        "copy_rate": {s: m["copy_rate"] for s, m in measures.items()},
+        "answer_reward": {s: m["answer_reward"] for s, m in measures.items()},
+        "dapo_reward": [row["reward/answer"] for row in history],
+        "dapo_stage": [int(row["curriculum/stage"]) for row in history],
+    }
+    out = Path(config.output)
+    (out / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    plot_world_demo(summary, out / "world.png")
+    return summary
+
+
+def plot_world_demo(summary: dict[str, Any], path: Path) -> None:
+    """Held-out RAMP copy rate and answer reward after each stage of A; DAPO's answer reward per step."""
+    figure = Figure(figsize=(10, 3.6))
+    stages, curve = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    names = list(summary["copy_rate"])
+    x = np.arange(len(names))
+    stages.bar(x - 0.2, [summary["copy_rate"][n] for n in names], 0.4, label="copy rate (first query)")
+    stages.bar(x + 0.2, [summary["answer_reward"][n] for n in names], 0.4, label="answer reward")
+    stages.set_xticks(x, names)
+    stages.set_ylim(0, 1)
+    stages.set_title("held-out RAMP tasks after each stage")
+    stages.legend(loc="upper left", fontsize=8)
+    steps = np.arange(1, len(summary["dapo_reward"]) + 1)
+    curve.plot(steps, summary["dapo_reward"], marker="o")
+    for step, stage in zip(steps, summary["dapo_stage"], strict=True):
+        curve.annotate(f"s{stage}", (step, summary["dapo_reward"][step - 1]), fontsize=7)
+    curve.set_xlabel("DAPO step")
+    curve.set_ylabel("answer reward (batch mean)")
+    curve.set_title("DAPO with the mask-count curriculum")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
