@@ -364,34 +364,35 @@ def run_jobs(
     """Run ``jobs`` (phase, seed, arm, choice) in ``config.workers`` spawned processes; print one line per
     stage as workers report them, with a progress bar over ``total`` stages; a failed job fails the run."""
     context = multiprocessing.get_context("spawn")
-    events = context.Manager().Queue()
-    pending = [(config.model_dump_json(), *job, events) for job in jobs]
-    running: list[Any] = []
-    bar = tqdm(total=total, desc="stages", unit="stage", leave=False)
-    while pending or running:
-        while pending and len(running) < config.workers:
-            job = pending.pop(0)
-            name = f"seed-{job[2]}-{job[1]}{'-' + job[3] if job[3] else ''}"
-            log = str(Path(config.output) / "logs" / f"{name}.log")
-            process = context.Process(target=run_job, args=(log, job), name=name)
-            process.start()
-            running.append(process)
-        try:
-            event = events.get(timeout=1.0)
-            bar.update(event[0] != "start")
-            tqdm.write(_event_line(event), file=sys.stdout)
-            sys.stdout.flush()
-        except queue.Empty:
-            pass
-        for process in [p for p in running if not p.is_alive()]:
-            running.remove(process)
-            if process.exitcode != 0:
-                for other in running:
-                    other.terminate()
-                bar.close()
-                failed_log = Path(config.output) / "logs" / f"{process.name}.log"
-                raise RuntimeError(f"{process.name} failed (exit code {process.exitcode}); see {failed_log}")
-    bar.close()
+    with context.Manager() as manager, tqdm(total=total, desc="stages", unit="stage", leave=False) as bar:
+        events = manager.Queue()
+        pending = [(config.model_dump_json(), *job, events) for job in jobs]
+        running: list[Any] = []
+        while pending or running:
+            while pending and len(running) < config.workers:
+                job = pending.pop(0)
+                name = f"seed-{job[2]}-{job[1]}{'-' + job[3] if job[3] else ''}"
+                log = str(Path(config.output) / "logs" / f"{name}.log")
+                process = context.Process(target=run_job, args=(log, job), name=name)
+                process.start()
+                running.append(process)
+            try:
+                event = events.get(timeout=1.0)
+                bar.update(event[0] != "start")
+                with bar.external_write_mode():
+                    echo(_event_line(event))
+                    sys.stdout.flush()
+            except queue.Empty:
+                pass
+            for process in [p for p in running if not p.is_alive()]:
+                running.remove(process)
+                if process.exitcode != 0:
+                    for other in running:
+                        other.terminate()
+                    failed_log = Path(config.output) / "logs" / f"{process.name}.log"
+                    raise RuntimeError(
+                        f"{process.name} failed (exit code {process.exitcode}); see {failed_log}"
+                    )
 
 
 def _event_line(event: tuple[Any, ...]) -> str:

@@ -50,7 +50,7 @@ from ramp.retrieval.indexing import build_index
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.seeding import record_rng
 
-HELD_OUT_TASKS = 0.1  # share of the trainable RAMP tasks kept out of training (the gate's tasks)
+HELD_OUT_TASKS = 0.2  # share of the trainable RAMP tasks kept out of training (the gate's tasks)
 SUMMARY = "data.json"
 
 
