@@ -1,6 +1,6 @@
 """Recipes: how each seed system trains a search agent, as an ordered list of the project's own stages
-(``configs/recipes/<name>.yaml``; the README's "Recipes" section lists them); :func:`ramp.cli.recipes.run_recipe`
-runs one from a starting checkpoint.
+(``configs/recipes/<name>.yaml``; the README's "Recipes" section lists them);
+:func:`ramp.cli.recipes.run_recipe` runs one from a starting checkpoint.
 
 A recipe file::
 

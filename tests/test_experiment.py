@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from ramp.agent.task import task_from_qa
+from ramp.cli.ramp_effect import run_experiment
 from ramp.config import load_config
 from ramp.cot.trajectories import read_trajectories
 from ramp.data.sources import TaggedSpan, article_from_fields, passage_spans
 from ramp.data.splitting import split_passages
-from ramp.experiment.ramp_effect import RampEffectConfig, run_experiment, run_seed
+from ramp.experiment.config import RampEffectConfig
 from ramp.prompts import load_templates
 from ramp.train.init import InitConfig, InitModelConfig, init_policy
 
@@ -160,68 +161,107 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RampEffectConfig
         "experiment/ramp_effect_tiny",
         [f"output={root / 'run'}", f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"],
     )
-    return cfg, run_experiment(cfg), root
+    return cfg, run_experiment(cfg, echo=lambda line: None), root
 
 
 def test_tiny_experiment_end_to_end(tiny_run: tuple[RampEffectConfig, dict[str, Any], Path]) -> None:
     from mlflow.tracking import MlflowClient
 
-    cfg, summary, root = tiny_run
+    cfg, results, root = tiny_run
     out = Path(cfg.output)
-    data = json.loads((out / "data" / "data.json").read_text())
-    assert data["ramp_trajectories"] > 0 and data["qa_trajectories"] == cfg.questions.train
-    assert data["questions"]["test"] == cfg.questions.test
-    set_aside = {
-        json.loads(x)["id"] for x in (out / "data" / "questions-unverified.jsonl").read_text().splitlines()
-    }
-    assert len(set_aside) == data["questions"]["unverified"]
-    held_out = [json.loads(x) for x in (out / "data" / "qa-test.jsonl").read_text().splitlines()]
-    assert len(held_out) == cfg.questions.test and not set_aside & {q["id"] for q in held_out}
+    assert results["verdict"] in ("shown", "refuted", "inconclusive")
+    assert set(results["verdicts"]) == {"A-B", "A-C"}
+    assert set(results["gate"]) >= {"ramp_copy_rate", "per_seed", "passed"}
+    assert len(results["gate"]["per_seed"]) == cfg.seeds
+    assert set(results["arms"]) == {"A", "B", "C"}
+    for arm in results["arms"].values():
+        assert set(arm["first_query_accuracy"]) == {"mean", "std", "per_seed"}
+    for name in ("A-B", "A-C"):
+        diff = results["differences"][name]["first_query_accuracy"]
+        assert len(diff["per_seed"]) == cfg.seeds and diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+    assert set(results["baselines"]) == {"majority", "first_option"}
+    assert [s["world_seed"] for s in results["seeds"]] == [cfg.world.seed + s for s in range(cfg.seeds)]
+    assert json.loads((out / "results.json").read_text())["verdict"] == results["verdict"]
+    for seed in range(cfg.seeds):
+        data = json.loads((out / f"seed-{seed}" / "data" / "data.json").read_text())
+        assert data["ramp_trajectories"] > 0 and data["questions"]["test"] == cfg.questions.test
+        held_out = [
+            json.loads(x) for x in (out / f"seed-{seed}" / "data" / "qa-test.jsonl").read_text().splitlines()
+        ]
+        trained = {
+            json.loads(x)["id"]
+            for x in (out / f"seed-{seed}" / "data" / "qa-train.jsonl").read_text().splitlines()
+        }
+        assert len(held_out) == cfg.questions.test and not trained & {q["id"] for q in held_out}
     # the oracle's trajectories and every stage's tasks read the experiment's prompts, not the defaults
     templates = load_templates(cfg.prompts)
     assert templates.system != load_templates().system
-    trained = {t.sample_id: t.messages[:2] for t in read_trajectories(out / "data" / "qa-trajectories")}
-    for row in (json.loads(x) for x in (out / "data" / "qa-train.jsonl").read_text().splitlines()):
-        assert list(trained[row["id"]]) == list(task_from_qa(row, templates).messages)
+    data = out / "seed-0" / "data"
+    trained_messages = {t.sample_id: t.messages[:2] for t in read_trajectories(data / "qa-trajectories")}
+    for row in (json.loads(x) for x in (data / "qa-train.jsonl").read_text().splitlines()):
+        assert list(trained_messages[row["id"]]) == list(task_from_qa(row, templates).messages)
     assert (out / "ramp_effect.png").stat().st_size > 0
     assert "| A-B |" in (out / "results.md").read_text()
-    seed = json.loads((out / "seed-0" / "result.json").read_text())
-    a, b = seed["arms"]["A"], seed["arms"]["B"]
-    assert b["rows"] >= a["rows"]  # B trains on at least A's optimizer rows
-    assert a["metrics"]["questions"] == b["metrics"]["questions"] == cfg.questions.test
+    assert set(results["grid"]["chosen"]) == {"A", "B", "C"}
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    parent = client.get_run(summary["mlflow_run_id"])
-    assert parent.data.metrics["A/exact_match"] == a["metrics"]["exact_match"]
+    parent = client.get_run(results["mlflow_run_id"])
+    assert parent.data.metrics["A/exact_match"] == results["arms"]["A"]["exact_match"]["mean"]
     assert "diff/A-B/first_query_accuracy" in parent.data.metrics
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert sorted(r.info.run_name for r in children) == ["A-seed0", "B-seed0"]
+    assert sorted(r.info.run_name for r in children) == sorted(
+        f"{arm}-seed{s}" for arm in ("A", "B", "C") for s in range(cfg.seeds)
+    )
 
 
-def test_tiny_experiment_rerun_is_identical(tiny_run: tuple[RampEffectConfig, dict[str, Any], Path]) -> None:
-    cfg, _, root = tiny_run
-    first = json.loads((Path(cfg.output) / "seed-0" / "result.json").read_text())
-    again = run_seed(cfg, 0, Path(cfg.output) / "data", root / "rerun")
-    assert again == first
+def _stage_times(out: Path) -> dict[str, int]:
+    """Every stage marker's modification time (a rerun that skips touches none)."""
+    return {
+        str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob("seed-*/.stages/**/*.json"))
+    }
+
+
+def test_tiny_experiment_reruns_exactly_what_a_setting_changes(
+    tiny_run: tuple[RampEffectConfig, dict[str, Any], Path],
+) -> None:
+    """Unchanged: nothing reruns and the results are the same. One DAPO setting changed: DAPO and
+    everything after it rerun (and report the new setting), nothing before it or in other arms."""
+    cfg, first, _ = tiny_run
+    out = Path(cfg.output)
+    before = _stage_times(out)
+    again = run_experiment(cfg, echo=lambda line: None)
+    assert _stage_times(out) == before
+    assert {k: v for k, v in again.items() if k != "mlflow_run_id"} == {
+        k: v for k, v in first.items() if k != "mlflow_run_id"
+    }
+    changed = cfg.model_copy(update={"dapo": {**cfg.dapo, "trainer": {**cfg.dapo["trainer"], "lr": 3.0e-4}}})
+    third = run_experiment(changed, echo=lambda line: None)
+    after = _stage_times(out)
+    rerun = {name.split("/.stages/")[1] for name in after if after[name] != before.get(name)}
+    for seed in range(cfg.seeds):
+        assert f"seed-{seed}/.stages/A/dapo.json" in {k for k in after if after[k] != before.get(k)}
+    assert {"A/dapo.json", "A/measure-dapo.json", "A/qa.json", "A/eval.json"} <= rerun
+    assert not {"data.json", "init.json", "A/ramp-sft.json", "B/qa.json", "B/eval.json", "C/lm.json"} & rerun
+    assert third["dapo"]["lr_A"] == [3.0e-4] * cfg.seeds != first["dapo"]["lr_A"]
 
 
 def test_oracle_queries_copy_names_as_the_prompt_tokenizes_them(
     tiny_run: tuple[RampEffectConfig, dict[str, Any], Path],
 ) -> None:
     """A name in the first query is the very token ids the prompt holds (`` Name``, not ``Name``), so a
-    word-level policy can learn to copy it; a short answer is written the same way (`` Name``)."""
+    policy can learn to copy it; a short answer is written the same way (`` Name``)."""
     from transformers import AutoTokenizer
 
     from ramp.agent.protocol import render_trajectory
 
     cfg, _, _ = tiny_run
-    out = Path(cfg.output)
-    tokenizer = AutoTokenizer.from_pretrained(out / "seed-0" / "init")
+    data = Path(cfg.output) / "seed-0" / "data"
+    tokenizer = AutoTokenizer.from_pretrained(Path(cfg.output) / "seed-0" / "init")
     search, search_end = (tokenizer.encode(t, add_special_tokens=False)[0] for t in ("<search>", "</search>"))
     checked = 0
-    for kind in ("ramp", "qa"):
-        for trajectory in read_trajectories(out / "data" / f"{kind}-trajectories"):
+    for folder in ("ramp-trajectories", "qa-trajectories"):
+        for trajectory in read_trajectories(data / folder):
             rendered = render_trajectory(trajectory.messages, tokenizer)
             ids, prompt = rendered.input_ids, rendered.input_ids[: rendered.prompt_length]
             name = next(w for w in trajectory.queries[0].split() if w[0].isupper())
@@ -230,7 +270,7 @@ def test_oracle_queries_copy_names_as_the_prompt_tokenizes_them(
             copied = tokenizer.encode(" " + name, add_special_tokens=False)
             assert any(ids[i : i + len(copied)] == copied for i in range(start, end)), trajectory.queries[0]
             assert any(prompt[i : i + len(copied)] == copied for i in range(len(prompt))), name
-            if kind == "qa":
+            if folder == "qa-trajectories":
                 answer = tokenizer.encode(" " + trajectory.answer, add_special_tokens=False)
                 assert ids[-len(answer) - 2 : -2] == answer  # <answer> Name</answer><|endoftext|>
             checked += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ramp.experiment.world import (
+    PHRASINGS,
     World,
     dpr_rows,
     generate_world,
@@ -54,6 +55,28 @@ def test_spans_point_at_their_values(world: World) -> None:
             assert value and value == value.strip()
             if span.type != "entity":
                 assert any(ch.isdigit() for ch in value)
+
+
+def test_phrasings_move_the_names(world: World) -> None:
+    """Every sentence kind is written several ways, so the name a query copies stands at varied places:
+    a passage opens with its own title in about a third of them, not always."""
+    assert all(len(p) >= 3 for p in PHRASINGS.values())
+    for kind in ("city", "person", "company"):
+        texts = [a for a in world.articles if a.kind == kind]
+        opening = sum(a.text.startswith(a.title) for a in texts) / len(texts)
+        assert 0.1 < opening < 0.7, (kind, opening)
+    assert len({q.question.split(" ", 2)[:2][0] for q in world.questions}) >= 3  # questions vary too
+
+
+def test_held_out_entities_are_never_searched_for_in_training(world: World) -> None:
+    for kind in ("city", "person", "company"):
+        members = [a.id for a in world.articles if a.kind == kind]
+        share = sum(m in world.held_out for m in members) / len(members)
+        assert share >= 0.25, (kind, share)
+    titles = {a.id: a.title for a in world.articles}
+    for lookup in world.lookups:  # the subject is the entity the query names
+        assert titles[lookup.subject] in lookup.query
+    assert generate_world(seed=3).held_out == world.held_out != generate_world(seed=4).held_out
 
 
 def test_every_question_needs_both_searches(world: World, world_retriever: object) -> None:

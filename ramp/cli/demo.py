@@ -31,11 +31,13 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, Field
 
 from ramp.cli.finetune import qa_rl_config, write_qa_questions
+from ramp.cli.ramp_effect import run_world_demo
 from ramp.config import StrictModel, load_config, resolve_config_path
 from ramp.cot.config import CotConfig
 from ramp.data.config import DataConfig
 from ramp.errors import UserError
 from ramp.eval.run import run_eval
+from ramp.experiment.config import RampEffectConfig
 from ramp.finetune.dapo import train
 from ramp.logs import quiet_logs
 from ramp.pipelines.answerability import run_answerability
@@ -98,6 +100,7 @@ class StageOverrides(StrictModel):
     rl: list[str] = Field(default_factory=list)  # ramp rl train (configs/rl.yaml)
     finetune: list[str] = Field(default_factory=list)  # ramp finetune rl (configs/rl.yaml)
     eval: list[str] = Field(default_factory=list)  # ramp eval run, both policies (configs/eval.yaml)
+    world: list[str] = Field(default_factory=list)  # the world stage (its RampEffectConfig file)
 
 
 class DemoConfig(StrictModel):
@@ -110,6 +113,8 @@ class DemoConfig(StrictModel):
     finetune_questions: int | None = Field(default=None, ge=1)  # the first N of them
     qa_eval: str = "data/hotpotqa-dev-distractor-53.json"  # official distractor layout: questions + corpus
     eval_questions: int | None = Field(default=None, ge=1)  # the first N of them
+    # the world stage: arm A of `ramp experiment ramp-effect` before QA on one small world (None: skipped)
+    world: str | None = "demo/world"
     overrides: StageOverrides = Field(default_factory=StageOverrides)
 
 
@@ -428,6 +433,8 @@ class Demo:
                     (output,),
                 )
             )
+        if c.world is not None:
+            stages.append(self._world_stage(c.world, o.world))
         stage_dirs = [s.outputs[0] for s in stages]
         command = f"(MLflow run in {EXPERIMENT}, {self.path('summary.json')}, {self.path('plots')})"
         outputs = (self.path("summary.json"), self.path("plots"))
@@ -455,6 +462,17 @@ class Demo:
         command = shlex.join(["ramp", *argv])
         settings = {"command": command, "config": config}
         return Stage(name, action, settings, (*inputs, *prompt_files(config)), outputs, command)
+
+    def _world_stage(self, recipe: str, overrides: Sequence[str]) -> Stage:
+        """Arm A of the RAMP-effect experiment before QA, on one small world: data, RAMP SFT, DAPO with the
+        curriculum, the held-out RAMP copy rate and answer reward after each (``ramp.cli.ramp_effect``)."""
+        out = self.path("world")
+        fixed = [f"output={out}", "seeds=1", "ablation=false", f"tracking.tracking_uri={self.tracking_uri}"]
+        config = load_config(RampEffectConfig, recipe, [*overrides, *fixed])
+        command = shlex.join(["ramp", "experiment", "ramp-effect", "--config", recipe])
+        command += "  (arm A before QA, one seed)"
+        settings = {"command": command, "config": config}
+        return Stage("world", partial(run_world_demo, config, self.echo), settings, (), (out,), command)
 
     def _eval_sets(self, eval_index: Path) -> list[str]:
         dataset: dict[str, object] = {"name": EVAL_DATASET, "path": self.config.qa_eval}
@@ -508,7 +526,7 @@ class Demo:
         self.path("summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
     def plot_paths(self) -> list[Path]:
-        patterns = ("plots/*.png", "rl/*.png", "finetune/*.png", "eval/policy/plots/*.png")
+        patterns = ("plots/*.png", "rl/*.png", "finetune/*.png", "eval/policy/plots/*.png", "world/world.png")
         return sorted(p for pattern in patterns for p in self.out.glob(pattern))
 
     def _results(self) -> dict[str, Any]:
@@ -535,6 +553,10 @@ class Demo:
         for policy in ("builtin", "policy"):
             for metric in METRICS:
                 m[f"eval/{policy}/{metric}"] = runs[policy].get(f"{metric}/{EVAL_DATASET}")
+        world = _json(self.path("world/world.json")) if self.config.world is not None else None
+        if world is not None:
+            m |= {f"world/copy_rate_{stage}": rate for stage, rate in world["copy_rate"].items()}
+            m |= {f"world/answer_reward_{stage}": r for stage, r in world["answer_reward"].items()}
         qa = len(self.path("qa/hotpotqa-train.jsonl").read_text(encoding="utf-8").splitlines())
         notes = {
             "input": f"the dump's first {self.config.max_pages} pages",
@@ -556,6 +578,15 @@ class Demo:
             "eval-builtin": _fmt("EM", _pct(m["eval/builtin/exact_match"]), ".1f"),
             "eval": _fmt("EM", _pct(m["eval/policy/exact_match"]), ".1f"),
         }
+        if world is not None:
+            copy, reward, curve = world["copy_rate"], world["answer_reward"], world["dapo_reward"]
+            quarter = max(1, len(curve) // 4)
+            notes["world"] = (
+                f"held-out RAMP copy rate {copy['init']:.2f} -> {copy['ramp-sft']:.2f} (RAMP SFT) -> "
+                f"{copy['dapo']:.2f} (DAPO); answer reward {reward['ramp-sft']:.2f} -> {reward['dapo']:.2f}; "
+                f"DAPO batch reward {_mean(curve[:quarter]):.2f} -> {_mean(curve[-quarter:]):.2f} "
+                f"(first -> last {quarter} steps)"
+            )
         return {"metrics": m, "notes": notes}
 
     def _run_metrics(self, name: str) -> dict[str, float]:
@@ -720,6 +751,10 @@ def _plot_stage_times(times: dict[str, float], cpu: dict[str, float], path: Path
     ax.set_title("RAMP demo: time per stage")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -9,8 +9,10 @@ import typer
 
 from ramp.cli.demo import Demo, load_demo_config
 from ramp.cli.options import Overrides
+from ramp.cli.ramp_effect import run_experiment
 from ramp.config import load_config
-from ramp.experiment.ramp_effect import RampEffectConfig, format_table, run_experiment
+from ramp.experiment.config import RampEffectConfig
+from ramp.experiment.report import format_tables
 
 experiment_app = typer.Typer(no_args_is_help=True)
 
@@ -46,16 +48,21 @@ def ramp_effect_command(
         str, typer.Option("--config", help="YAML recipe (configs/experiment/ramp_effect.yaml).")
     ] = "experiment/ramp_effect",
     output: Annotated[str | None, typer.Option("--output", help="Output directory.")] = None,
-    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per arm.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds (each its own world).")] = None,
     overrides: Overrides = None,
 ) -> None:
-    """RAMP pretraining vs none at the same compute, on held-out two-hop questions of a generated world:
-    prints the table (mean ± std over seeds, differences per seed), writes results, a plot and MLflow runs."""
+    """Arms A (RAMP SFT + DAPO + QA), A-mixed, B (QA only) and C (LM pretraining + QA) on held-out two-hop
+    questions of generated worlds: prints the tables and the verdict, writes results.json, a plot and MLflow
+    runs. A rerun recomputes exactly the stages whose settings or inputs changed."""
     values: dict[str, object] = {"output": output, "seeds": seeds}
     cfg = load_config(
         RampEffectConfig, config, overrides or [], values={k: v for k, v in values.items() if v is not None}
     )
-    summary = run_experiment(cfg)
-    typer.echo(format_table(summary))
-    typer.echo(json.dumps({"output": cfg.output, "mlflow_run_id": summary["mlflow_run_id"]}))
+    results = run_experiment(cfg, echo=typer.echo)
+    typer.echo(format_tables(results))
+    typer.echo(
+        json.dumps(
+            {"output": cfg.output, "verdict": results["verdict"], "mlflow_run_id": results["mlflow_run_id"]}
+        )
+    )
     typer.echo(f"plot: {cfg.output}/ramp_effect.png   results: {cfg.output}/results.json")

@@ -12,6 +12,12 @@ never in the founder's own), so:
 - *bridge* questions ("In which city was the founder of K born?") and *comparison* questions ("Which
   company was founded earlier, K1 or K2?") need two searches.
 
+Skill, not shortcuts: every sentence kind has several phrasings (:data:`PHRASINGS`, drawn per article),
+so the name a query must copy stands at varied places (the title opens a passage in one phrasing of
+three), and questions are phrased several ways too. A share of the cities, people and companies is
+**held out** (:attr:`World.held_out`): no RAMP training search ever names them, so copying them measures
+a skill rather than memorised name-to-query pairs.
+
 Everything is drawn from ``random.Random(stable_seed(seed, ...))``: the same seed gives the same world,
 byte for byte.
 """
@@ -19,33 +25,98 @@ byte for byte.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ramp.retrieval.base import Retriever
 from ramp.seeding import record_rng
 
 EntityKind = Literal["country", "city", "person", "company"]
 QuestionType = Literal["bridge", "comparison"]
+SpanType = Literal["entity", "date", "number"]
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr")
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "io", "ou")
 _CODAS = ("", "n", "r", "s", "l", "th", "x", "nd", "rk")
 PROFESSIONS = ("painter", "engineer", "chemist", "merchant", "architect", "poet", "surveyor", "physician")
-FOUNDING_YEARS = (1780, 2020)  # company founding years are distinct: comparisons have one answer
+FOUNDING_YEARS = (1000, 2020)  # company founding years are distinct: comparisons have one answer
 INDUSTRIES = ("shipbuilding", "textiles", "glassware", "printing", "brewing", "mining", "ceramics", "timber")
+HELD_OUT_KINDS: tuple[EntityKind, ...] = ("city", "person", "company")  # the kinds a RAMP query names
+
+# Phrasings of every sentence kind. ``{name}`` is a plain value, ``{name:LABEL}`` a tagged (maskable) one.
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "country": (
+        "{country} is a country. Its capital is {capital:GPE}. "
+        "The country adopted its constitution in {year:DATE}.",
+        "The capital of the country {country} is {capital:GPE}, and its constitution dates from {year:DATE}.",
+        "In {year:DATE} the country {country} adopted its constitution. Its capital is {capital:GPE}.",
+    ),
+    "city_country": (
+        "{city} is a municipality of the country {country:GPE}.",
+        "The municipality of {city} lies in the country {country:GPE}.",
+        "In the country {country:GPE}, {city} is a municipality.",
+    ),
+    "city_population": (
+        "It has a population of {population:CARDINAL}.",
+        "About {population:CARDINAL} people live there.",
+        "Its population is {population:CARDINAL}.",
+    ),
+    "city_company": (
+        "The {industry} company {company}, founded by {founder:PERSON}, is based here.",
+        "{founder:PERSON} founded the {industry} company {company}, which is based here.",
+        "The {industry} company {company} has its seat here; it was founded by {founder:PERSON}.",
+    ),
+    "person": (
+        "{person} was {job}, born in {year:DATE} in the city of {city:GPE}.",
+        "Born in the city of {city:GPE} in {year:DATE}, {person} worked as {job}.",
+        "The {job_word} {person} was born in {year:DATE}; the city of {city:GPE} was the birthplace.",
+    ),
+    "company_founded": (
+        "{company} is a {industry} company founded in {year:DATE} by {founder:PERSON}.",
+        "In {year:DATE}, {founder:PERSON} founded {company}, a {industry} company.",
+        "The {industry} company {company} was founded by {founder:PERSON} in {year:DATE}.",
+    ),
+    "company_founder_born": (
+        "Its founder was born in {city:GPE}.",
+        "The founder was a native of {city:GPE}.",
+        "{city:GPE} was the birthplace of its founder.",
+    ),
+    "company_headquarters": (
+        "Its headquarters are in {city:GPE}.",
+        "The company has its headquarters in {city:GPE}.",
+        "{city:GPE} is the home of its headquarters.",
+    ),
+    "q_bridge_born": (
+        "In which city was the founder of the company {company} born?",
+        "Where was the person who founded the company {company} born?",
+        "The company {company} had a founder; in which city was that founder born?",
+    ),
+    "q_bridge_country": (
+        "In which country are the headquarters of the company {company}?",
+        "The company {company} has its headquarters in which country?",
+        "Which country hosts the headquarters of the company {company}?",
+    ),
+    "q_comparison": (
+        "Which company was founded earlier, {first} or {second}?",
+        "Of the companies {first} and {second}, which was founded first?",
+        "Was {first} or {second} the company founded earlier?",
+    ),
+}
+_SLOT = re.compile(r"\{(\w+)(?::(\w+))?\}")
+_LABEL_TYPES: dict[str, SpanType] = {"DATE": "date", "CARDINAL": "number"}  # any other label: entity
 
 
 @dataclass(frozen=True)
-class Span:
+class WorldSpan:
     """A tagged salient value: character offsets into the passage text, NER-style label and mask type."""
 
     start: int
     end: int
     label: str
-    type: Literal["entity", "date", "number"]
+    type: SpanType
 
 
 @dataclass(frozen=True)
@@ -56,12 +127,13 @@ class Article:
     title: str
     text: str
     kind: EntityKind
-    spans: tuple[Span, ...] = ()
+    spans: tuple[WorldSpan, ...] = ()
 
 
 @dataclass(frozen=True)
 class Question:
-    """A two-hop question with the two searches that answer it and the passages they must reach."""
+    """A two-hop question with the two searches that answer it and the passages they must reach (the
+    first supporting passage is the first hop's entity's own article)."""
 
     id: str
     question: str
@@ -69,6 +141,7 @@ class Question:
     type: QuestionType
     hop_queries: tuple[str, ...]
     supporting_ids: tuple[str, ...]
+    entities: tuple[str, ...]  # the names the question mentions, in order
 
 
 @dataclass(frozen=True)
@@ -85,13 +158,15 @@ class Chain:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Where a tagged value of one passage is stated again: a search for ``query`` (which never contains
-    the value) reaches ``source_id``, whose text holds it. The world oracle's search for that mask."""
+    """Where a tagged value of one passage is stated again: a search for ``query`` (which names the entity
+    ``subject`` and never contains the value) reaches ``source_id``, whose text holds it. The world oracle's
+    search for that mask."""
 
     article_id: str
     value: str
     query: str
     source_id: str
+    subject: str  # the id of the entity the query names
 
 
 @dataclass(frozen=True)
@@ -118,24 +193,32 @@ class World:
     questions: list[Question] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
     lookups: list[Lookup] = field(default_factory=list)
+    held_out: frozenset[str] = frozenset()  # entity ids no RAMP training search may name
 
     def write(self, out_dir: Path) -> dict[str, Path]:
-        """``articles.jsonl`` (pipeline input, spans included), ``questions.jsonl`` and ``chains.jsonl``."""
+        """``articles.jsonl`` (pipeline input, spans included), questions, chains, lookups, held-out ids."""
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {
             "articles": out_dir / "articles.jsonl",
             "questions": out_dir / "questions.jsonl",
             "chains": out_dir / "chains.jsonl",
             "lookups": out_dir / "lookups.jsonl",
+            "held_out": out_dir / "held-out.json",
         }
         write_jsonl(paths["articles"], (asdict(a) for a in self.articles))
         write_jsonl(paths["questions"], (asdict(q) for q in self.questions))
         write_jsonl(paths["chains"], (asdict(c) for c in self.chains))
         write_jsonl(paths["lookups"], (asdict(x) for x in self.lookups))
+        paths["held_out"].write_text(json.dumps(sorted(self.held_out)) + "\n", encoding="utf-8")
         return paths
 
 
-def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> None:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file written by :func:`write_jsonl`."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, object]]) -> None:
     """One sorted-key JSON object per line (byte-identical for identical rows)."""
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
@@ -164,22 +247,41 @@ class _Names:
 
 
 class _Writer:
-    """Builds a passage sentence by sentence, recording the offsets of tagged values."""
+    """Builds a passage sentence by sentence from phrasings, recording the offsets of tagged values."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int, article_id: str) -> None:
+        self.rng = record_rng(seed, article_id, "phrasing")
         self.text = ""
-        self.spans: list[Span] = []
+        self.spans: list[WorldSpan] = []
 
-    def add(self, *parts: str | tuple[str, str, Literal["entity", "date", "number"]]) -> None:
+    def say(self, kind: str, **values: str) -> None:
+        """Append one sentence of ``kind`` in a phrasing drawn for this article."""
+        template = self.rng.choice(PHRASINGS[kind])
         if self.text:
             self.text += " "
-        for part in parts:
-            if isinstance(part, tuple):
-                value, label, kind = part
-                self.spans.append(Span(len(self.text), len(self.text) + len(value), label, kind))
-                self.text += value
-            else:
-                self.text += part
+        position = 0
+        for slot in _SLOT.finditer(template):
+            self.text += template[position : slot.start()]
+            name, label = slot.group(1), slot.group(2)
+            value = values[name]
+            if label:
+                start = len(self.text)
+                self.spans.append(
+                    WorldSpan(start, start + len(value), label, _LABEL_TYPES.get(label, "entity"))
+                )
+            self.text += value
+            position = slot.end()
+        self.text += template[position:]
+        if self.text[:1].islower():
+            self.text = self.text[0].upper() + self.text[1:]
+
+    def article(self, article_id: str, title: str, kind: EntityKind) -> Article:
+        return Article(article_id, title, self.text, kind, tuple(self.spans))
+
+
+def phrase(kind: str, number: int, **values: str) -> str:
+    """Phrasing ``number`` of sentence ``kind`` with plain values (questions, tests)."""
+    return _SLOT.sub(lambda m: values[m.group(1)], PHRASINGS[kind][number])
 
 
 def generate_world(
@@ -188,12 +290,16 @@ def generate_world(
     cities_per_country: int = 4,
     people: int = 60,
     companies: int = 30,
+    held_out: float = 0.3,
 ) -> World:
-    """A deterministic world; sizes are counts of entities of each kind."""
+    """A deterministic world; sizes are counts of entities of each kind, ``held_out`` the share of the
+    cities, people and companies that no RAMP training search may name."""
     if min(countries, cities_per_country, people, companies) < 2:
         raise ValueError("every entity kind needs at least 2 members (comparisons pair them)")
     if companies > FOUNDING_YEARS[1] - FOUNDING_YEARS[0] + 1 or countries > 200:
         raise ValueError(f"at most {FOUNDING_YEARS[1] - FOUNDING_YEARS[0] + 1} companies and 200 countries")
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out is a share in [0, 1), got {held_out}")
     rng = record_rng(seed, "world")
     names = _Names(seed)
     country_names = [names.word(2) for _ in range(countries)]
@@ -220,63 +326,61 @@ def generate_world(
         firms.append(_Firm(names.word(3), founder_index, year(*FOUNDING_YEARS), hq, rng.choice(INDUSTRIES)))
     world = World(seed=seed)
     for c, name in enumerate(country_names):
-        w = _Writer()
-        w.add(f"{name} is a country. Its capital is ", (cities[capital[c]][0], "GPE", "entity"), ".")
-        w.add("The country adopted its constitution in ", (str(year(1500, 1699)), "DATE", "date"), ".")
-        world.articles.append(Article(f"country-{c}", name, w.text, "country", tuple(w.spans)))
+        w = _Writer(seed, f"country-{c}")
+        w.say("country", country=name, capital=cities[capital[c]][0], year=str(year(800, 999)))
+        world.articles.append(w.article(f"country-{c}", name, "country"))
     for i, (name, c) in enumerate(cities):
-        w = _Writer()
-        w.add(f"{name} is a municipality of the country ", (country_names[c], "GPE", "entity"), ".")
-        w.add(
-            "It has a population of ",
-            (f"{rng.randint(2, 900) * 1000 + rng.randint(1, 999):,}", "CARDINAL", "number"),
-            ".",
-        )
+        w = _Writer(seed, f"city-{i}")
+        w.say("city_country", city=name, country=country_names[c])
+        w.say("city_population", population=f"{rng.randint(2, 900) * 1000 + rng.randint(1, 999):,}")
         for f in (f for f in firms if f.hq == i):
-            w.add(
-                f"The {f.industry} company {f.name}, founded by ",
-                (persons[f.founder].name, "PERSON", "entity"),
-                ", is based here.",
-            )
-        world.articles.append(Article(f"city-{i}", name, w.text, "city", tuple(w.spans)))
+            w.say("city_company", industry=f.industry, company=f.name, founder=persons[f.founder].name)
+        world.articles.append(w.article(f"city-{i}", name, "city"))
     for p, person in enumerate(persons):
-        w = _Writer()
-        w.add(
-            f"{person.name} was {_article(person.job)} {person.job}, born in ",
-            (str(person.born), "DATE", "date"),
-            " in the city of ",
-            (cities[person.city][0], "GPE", "entity"),
-            ".",
+        w = _Writer(seed, f"person-{p}")
+        w.say(
+            "person",
+            person=person.name,
+            job=f"{_article(person.job)} {person.job}",
+            job_word=person.job,
+            year=str(person.born),
+            city=cities[person.city][0],
         )
-        world.articles.append(Article(f"person-{p}", person.name, w.text, "person", tuple(w.spans)))
+        world.articles.append(w.article(f"person-{p}", person.name, "person"))
     for k, firm in enumerate(firms):
         founder = persons[firm.founder]
-        w = _Writer()
-        w.add(
-            f"{firm.name} is a {firm.industry} company founded in ",
-            (str(firm.year), "DATE", "date"),
-            " by ",
-            (founder.name, "PERSON", "entity"),
-            ".",
+        w = _Writer(seed, f"company-{k}")
+        w.say(
+            "company_founded",
+            company=firm.name,
+            industry=firm.industry,
+            year=str(firm.year),
+            founder=founder.name,
         )
         if _chained(k):
-            w.add("Its founder was born in ", (cities[founder.city][0], "GPE", "entity"), ".")
-        w.add("Its headquarters are in ", (cities[firm.hq][0], "GPE", "entity"), ".")
-        world.articles.append(Article(f"company-{k}", firm.name, w.text, "company", tuple(w.spans)))
-        if not _chained(k):
-            continue
-        world.chains.append(
-            Chain(
-                article_id=f"company-{k}",
-                key=founder.name,
-                value=cities[founder.city][0],
-                query_without_key=f"{firm.name} founder was born in",
-                query_with_key=birth_city_query(founder.name),
-                source_id=f"person-{firm.founder}",
+            w.say("company_founder_born", city=cities[founder.city][0])
+        w.say("company_headquarters", city=cities[firm.hq][0])
+        world.articles.append(w.article(f"company-{k}", firm.name, "company"))
+        if _chained(k):
+            world.chains.append(
+                Chain(
+                    article_id=f"company-{k}",
+                    key=founder.name,
+                    value=cities[founder.city][0],
+                    query_without_key=f"{firm.name} founder was born in",
+                    query_with_key=birth_city_query(founder.name),
+                    source_id=f"person-{firm.founder}",
+                )
             )
-        )
     world.lookups = _lookups(persons, firms, cities, country_names, capital)
     world.questions = _questions(seed, persons, firms, cities, country_names)
+    sizes = {"city": len(cities), "person": people, "company": companies}
+    held = record_rng(seed, "held-out")
+    world.held_out = frozenset(
+        f"{kind}-{i}"
+        for kind in HELD_OUT_KINDS
+        for i in held.sample(range(sizes[kind]), round(held_out * sizes[kind]))
+    )
     return world
 
 
@@ -288,35 +392,26 @@ def _lookups(
     capital: dict[int, int],
 ) -> list[Lookup]:
     """Every tagged value that another passage states, with the query that reaches that passage (the
-    relation's one query, as the questions' hops write it)."""
+    relation's one query, as the questions' hops write it) and the entity it names."""
     out = [
-        Lookup(f"city-{i}", country_names[c], country_query(cities[i][0]), f"country-{c}")
+        Lookup(f"city-{i}", country_names[c], country_query(cities[i][0]), f"country-{c}", f"city-{i}")
         for c, i in capital.items()
     ]
     chained_by_founder: dict[int, int] = {}
     for k, firm in enumerate(firms):
         founder = persons[firm.founder]
-        out.append(Lookup(f"company-{k}", founder.name, founder_query(firm.name), f"city-{firm.hq}"))
-        out.append(
-            Lookup(f"company-{k}", cities[firm.hq][0], headquarters_query(firm.name), f"city-{firm.hq}")
-        )
-        out.append(Lookup(f"city-{firm.hq}", founder.name, founder_query(firm.name), f"company-{k}"))
+        company, hq = f"company-{k}", f"city-{firm.hq}"
+        out.append(Lookup(company, founder.name, founder_query(firm.name), hq, company))
+        out.append(Lookup(company, cities[firm.hq][0], headquarters_query(firm.name), hq, company))
+        out.append(Lookup(hq, founder.name, founder_query(firm.name), company, company))
         if _chained(k):
-            out.append(
-                Lookup(
-                    f"company-{k}",
-                    cities[founder.city][0],
-                    birth_city_query(founder.name),
-                    f"person-{firm.founder}",
-                )
-            )
+            birth = cities[founder.city][0]
+            person = f"person-{firm.founder}"
+            out.append(Lookup(company, birth, birth_city_query(founder.name), person, person))
             chained_by_founder.setdefault(firm.founder, k)
     for p, k in sorted(chained_by_founder.items()):
-        out.append(
-            Lookup(
-                f"person-{p}", cities[persons[p].city][0], birth_city_query(persons[p].name), f"company-{k}"
-            )
-        )
+        birth, name = cities[persons[p].city][0], persons[p].name
+        out.append(Lookup(f"person-{p}", birth, birth_city_query(name), f"company-{k}", f"person-{p}"))
     return out
 
 
@@ -373,11 +468,12 @@ def _questions(
         out.append(
             Question(
                 id=f"q-bridge-born-{k}",
-                question=f"In which city was the founder of the company {firm.name} born?",
+                question=phrase("q_bridge_born", rng.randrange(3), company=firm.name),
                 golden_answers=(cities[founder.city][0],),
                 type="bridge",
                 hop_queries=(founder_query(firm.name), birth_city_query(founder.name)),
                 supporting_ids=(f"company-{k}", f"person-{firm.founder}"),
+                entities=(firm.name,),
             )
         )
     for k, firm in enumerate(firms):
@@ -385,11 +481,12 @@ def _questions(
         out.append(
             Question(
                 id=f"q-bridge-country-{k}",
-                question=f"In which country are the headquarters of the company {firm.name}?",
+                question=phrase("q_bridge_country", rng.randrange(3), company=firm.name),
                 golden_answers=(country_names[hq_country],),
                 type="bridge",
                 hop_queries=(headquarters_query(firm.name), country_query(hq_city)),
                 supporting_ids=(f"company-{k}", f"city-{firm.hq}"),
+                entities=(firm.name,),
             )
         )
     for n in range(len(firms)):
@@ -398,11 +495,12 @@ def _questions(
         out.append(
             Question(
                 id=f"q-compare-founded-{n}",
-                question=f"Which company was founded earlier, {fa.name} or {fb.name}?",
+                question=phrase("q_comparison", rng.randrange(3), first=fa.name, second=fb.name),
                 golden_answers=(fa.name if fa.year < fb.year else fb.name,),
                 type="comparison",
                 hop_queries=(founder_query(fa.name), founder_query(fb.name)),
                 supporting_ids=(f"company-{a}", f"company-{b}"),
+                entities=(fa.name, fb.name),
             )
         )
     return out
