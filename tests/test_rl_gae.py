@@ -256,7 +256,8 @@ def test_critic_loss_falls_on_a_fixed_batch(policy_dir):
         losses.append(logged["critic/vf_loss"])
         clipfracs.append(logged["critic/vf_clipfrac"])
     assert losses[0] > 0.1 and losses[-1] < 0.05 * losses[0], losses
-    assert sum(b < a for a, b in itertools.pairwise(losses)) >= 20, losses  # falling nearly every step
+    fifths = [sum(losses[i : i + 5]) / 5 for i in range(0, 25, 5)]
+    assert all(b < a for a, b in itertools.pairwise(fifths)), fifths  # falling throughout, not just at the end
     assert {"critic/values_mean", "critic/lr", "critic/grad_norm"} <= set(logged)
 
 
