@@ -48,6 +48,7 @@ STAGE_OUTPUTS = {
     "eval-index": "eval/index/ramp-manifest.json",
     "eval-builtin": "eval/builtin/predictions.parquet",
     "eval": "eval/policy/predictions.parquet",
+    "world": "world/world.png",
     "report": "plots/stage_times.png",
 }
 
@@ -110,6 +111,17 @@ def test_every_stage_ran_and_wrote_its_outputs(demo: DemoRun) -> None:
     assert trajectories["kept"] > 0 and trajectories["accounted"]
     predictions = pq.read_table(demo.out / "eval/policy/predictions.parquet").to_pylist()
     assert len(predictions) == load_demo_config("configs/demo/ci.yaml").eval_questions
+
+
+def test_the_world_stage_measures_arm_a_before_and_after_each_stage(demo: DemoRun) -> None:
+    """The world stage: arm A before QA on one small world, the held-out RAMP copy rate and answer reward
+    after each of its stages and DAPO's reward at every step, in world.json, the plot and the table."""
+    world = json.loads((demo.out / "world/world.json").read_text())
+    assert list(world["copy_rate"]) == list(world["answer_reward"]) == ["init", "ramp-sft", "dapo"]
+    assert all(0.0 <= v <= 1.0 for v in [*world["copy_rate"].values(), *world["dapo_reward"]])
+    dapo = json.loads((demo.out / "world/seed-0/.stages/A/dapo.json").read_text())["settings"]
+    assert len(world["dapo_reward"]) == len(world["dapo_stage"]) == dapo["trainer"]["total_steps"]
+    assert re.search(r"^world\s+ran\s.*held-out RAMP copy rate", demo.first, re.M)
 
 
 def test_the_table_ends_the_run(demo: DemoRun) -> None:

@@ -127,6 +127,7 @@ RECIPE_MODELS = {
     "synth": "ramp.data.synthesis:SynthesisSettings",
     "experiment/ramp_effect": "ramp.experiment.config:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.config:RampEffectConfig",
+    "demo/world": "ramp.experiment.config:RampEffectConfig",
     "experiment/prompts": "ramp.prompts:PromptTemplates",
     "demo/demo": "ramp.cli.demo:DemoConfig",
     "demo/ci": "ramp.cli.demo:DemoConfig",
