@@ -184,7 +184,7 @@ class SeedRun:
                 "retriever.kind": "lucene",
                 "retriever.index": str(self.data / "index"),
                 "data.task": "ramp",
-                "data.samples": str(self.data / "rl-train"),
+                "data.samples": str(self.data / "rl-heldout"),  # tasks RAMP SFT never saw: the gate's
                 "data.prompts": self.config.prompts,
                 "search": self.config.search.model_dump(mode="json"),
                 "curriculum.mode": mode,
@@ -203,7 +203,7 @@ class SeedRun:
             f"{arm}/dapo",
             lambda: train(cfg),
             settings=cfg,
-            inputs=(policy, self.data / "rl-train", self.data / "index"),
+            inputs=(policy, self.data / "rl-heldout", self.data / "index"),
             outputs=(out,),
             command=f"ramp rl train --set policy.model={policy} --set curriculum.mode={mode}",
         )

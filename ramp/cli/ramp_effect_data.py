@@ -4,9 +4,9 @@ are measured on (``OUTPUT/seed-N/data``).
 world -> ``ramp data build`` (tagged spans; ``draws`` mask draws) -> ``ramp index build`` ->
 ``ramp data answerability`` -> world-oracle trajectories, split three ways by what their searches name:
 
-- ``ramp-trajectories/`` (RAMP SFT) and ``rl-train/`` (their samples: DAPO's tasks);
-- ``ramp-heldout/``: a seeded share of the trainable tasks, never trained on (the gate's copy rate and
-  DAPO's before/after reward);
+- ``ramp-trajectories/`` (RAMP SFT) and ``rl-train/`` (their samples);
+- ``ramp-heldout/`` and ``rl-heldout/``: a seeded share of the trainable tasks that RAMP SFT never sees: the
+  gate's copy rate after RAMP SFT, then DAPO's tasks (its answer reward before/after on the same samples);
 - ``ramp-heldout-entities/``: tasks whose searches name a held-out entity (reported separately).
 
 Questions (verified answerable by their two searches at the experiment's top-k) are split into
