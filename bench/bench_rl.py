@@ -14,7 +14,8 @@ adds to generation, and what computing the output layer only at sampled position
    adds: parsing, cutting and formatting hits, result insertion and bookkeeping (target <= 10%); the
    search's own cost (Lucene, benchmarked against pyserini in bench_retrieval.py) is reported beside it.
    Trials alternate which runs first; there are at least 5 and enough for the loop to run ``--min-loop-s``
-   seconds in all; the figure is the median of the per-trial ratios.
+   CPU seconds in all (CPU, not wall: a loaded machine must not shorten the measurement); the figure is
+   the median of the per-trial ratios.
 3. The update phase (old log-probs, then ``ppo_epochs`` × ``mini_batches`` updates of the real
    :class:`ramp.rl.actor.Actor`) on the episodes of part 2, with the output layer at every position (the
    previous code: full logits, then the sampled positions picked) against only the sampled positions;
@@ -24,7 +25,7 @@ Ratios are of this process's CPU seconds (``time.process_time``: the JVM's searc
 thread), which other jobs on a shared machine disturb far less than wall time; wall-time ratios are
 reported beside them, and the load average before and after.
 
-    python bench/bench_rl.py              # 3 train steps; loop trials until >= 10 s; 5 update trials
+    python bench/bench_rl.py              # 3 train steps; loop trials until >= 10 CPU-s; 5 update trials
     python bench/bench_rl.py --quick      # a smoke run
 """
 
@@ -167,7 +168,7 @@ def loop_overhead(
         return [h for q, k, ex in searches.calls for h in retriever.search(q, k=k, exclude_doc_ids=ex)]
 
     first, rollouts = timed(run_loop)  # warm-up; also sizes the trials
-    trials = max(5, math.ceil(min_loop_s / first.wall))
+    trials = max(5, math.ceil(min_loop_s / first.cpu))
     loops, generates, searches_replayed = [], [], []
     for trial in range(trials):
         loop_first = trial % 2 == 0
@@ -195,6 +196,7 @@ def loop_overhead(
         "env_tokens": sum(r.num_env_tokens for r in rollouts),
         "searches": sum(len(q) for q, _, _ in searches.calls),
         "trials": trials,
+        "loop_cpu_s_total": round(sum(t.cpu for t in loops), 2),
         "loop_wall_s_total": round(sum(t.wall for t in loops), 2),
         "loop_cpu_s_median": medians([t.cpu for t in loops]),
         "replay_generate_cpu_s_median": medians([t.cpu for t in generates]),
@@ -272,7 +274,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--n", type=int, default=8, help="rollouts per prompt in the train steps")
     parser.add_argument("--loop-n", type=int, default=16, help="rollouts per task in the loop trials")
-    parser.add_argument("--min-loop-s", type=float, default=10.0, help="loop time over all loop trials")
+    parser.add_argument("--min-loop-s", type=float, default=10.0, help="loop CPU seconds over all trials")
     parser.add_argument("--update-trials", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -51,8 +51,10 @@ def _tree(directory: Path) -> dict[str, bytes]:
     }
 
 
-def _mtimes(directory: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in directory.rglob("*")}
+def _mtimes(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``directory``: its modification time (ns) and inode (a replaced file has a
+    new one)."""
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_ino) for p in directory.rglob("*")}
 
 
 def _rows(directory: Path, prefix: str) -> list[dict[str, Any]]:
@@ -282,7 +284,7 @@ def test_rerun_touches_nothing_and_a_changed_setting_redraws(
 
     config = builds["config"].model_copy(update={"seed": builds["config"].seed + 1})
     stats = run_build([str(build_input)], str(out), config, chunk_mb=CHUNK_MB)
-    changed = {p for p, mtime in _mtimes(out).items() if before.get(p) != mtime}
+    changed = {p for p, state in _mtimes(out).items() if before.get(p) != state}
     assert {str(p) for p in out.glob("samples-*.c000[0-2].parquet")} <= changed
     assert _rows(out, "passages") == _rows(builds["root"] / "chunked", "passages")  # the same passages ...
     assert _rows(out, "samples") != _rows(builds["root"] / "chunked", "samples")  # ... masked anew

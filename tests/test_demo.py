@@ -87,8 +87,13 @@ def _status(output: str) -> dict[str, list[str]]:
     return lines
 
 
-def _mtimes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+def _mtimes(out: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``out``: its modification time (ns) and inode (a file replaced has a new one)."""
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in out.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +187,23 @@ def test_force_of_a_stage_that_writes_the_same_bytes_reruns_nothing_downstream(d
 
 
 def test_a_changed_setting_reruns_the_stages_it_decides(demo: DemoRun) -> None:
+    before = _mtimes(demo.out)
     output = demo.run("--set", "eval_questions=4")
     statuses = _status(output)
     reran = {name for name, s in statuses.items() if s == ["start", "done"]}
     assert reran == {"eval-builtin", "eval", "report"}, statuses  # the setting's stages, then the report
     assert all(statuses[name] == ["skip"] for name in STAGE_OUTPUTS if name not in reran)
+    # no file of a skipped stage (its outputs, its marker) was written again
+    stages = Demo(load_demo_config(CI_CONFIG, output=str(demo.out))).stages()
+    skipped = [s for s in stages if s.name not in reran]
+    assert len(skipped) == len(STAGE_OUTPUTS) - len(reran)
+    after = _mtimes(demo.out)
+    for stage in skipped:
+        files = [f".stages/{stage.name}.json"]
+        for path in stage.outputs:
+            found = path.rglob("*") if path.is_dir() else [path]
+            files += [str(f.relative_to(demo.out)) for f in found if f.is_file()]
+        assert {f: after.get(f) for f in files} == {f: before.get(f) for f in files}, stage.name
     assert re.search(r"eval-builtin\s+start .*\(settings changed\)", output)
     for stage in ("builtin", "policy"):  # the outputs follow the new value
         assert pq.read_table(demo.out / f"eval/{stage}/predictions.parquet").num_rows == 4

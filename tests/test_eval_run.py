@@ -206,8 +206,10 @@ def test_tiny_model_run_killed_half_way_resumes_to_identical_rows(
     assert (run.data.params["model"], run.data.params["max_turns"]) == (tiny_checkpoint.name, "3")
 
 
-def _mtimes(root: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+def _mtimes(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root``: its modification time (ns) and inode (a replaced file has a
+    new one)."""
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_ino) for p in root.rglob("*")}
 
 
 def test_a_changed_setting_reruns_its_parts_and_an_unchanged_rerun_touches_nothing(
