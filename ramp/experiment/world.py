@@ -120,7 +120,7 @@ class WorldSpan:
 
 
 @dataclass(frozen=True)
-class Article:
+class WorldArticle:
     """One entity's passage, in the pipeline's ``jsonl`` source layout plus its tagged spans."""
 
     id: str
@@ -189,7 +189,7 @@ class _Firm:
 @dataclass
 class World:
     seed: int
-    articles: list[Article] = field(default_factory=list)
+    articles: list[WorldArticle] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
     lookups: list[Lookup] = field(default_factory=list)
@@ -275,8 +275,8 @@ class _Writer:
         if self.text[:1].islower():
             self.text = self.text[0].upper() + self.text[1:]
 
-    def article(self, article_id: str, title: str, kind: EntityKind) -> Article:
-        return Article(article_id, title, self.text, kind, tuple(self.spans))
+    def article(self, article_id: str, title: str, kind: EntityKind) -> WorldArticle:
+        return WorldArticle(article_id, title, self.text, kind, tuple(self.spans))
 
 
 def phrase(kind: str, number: int, **values: str) -> str:
