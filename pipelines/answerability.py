@@ -297,7 +297,7 @@ class ParseSamplesFn(beam.DoFn):
             )
 
 
-class WriteOutputs(beam.PTransform):
+class WriteAnswerabilityOutputs(beam.PTransform):
     """Kept samples -> ``samples-*.parquet``, rejections -> ``rejected-*.jsonl`` (deterministic shards)."""
 
     def __init__(
@@ -379,7 +379,7 @@ def build(
     rejected.append(checked[REJECTED])
     prefixes = (CHECKED, EARLY_REJECTED) if phase == "search" else (SAMPLES, REJECTED)
     outputs = (checked.samples, rejected | "AllRejected" >> beam.Flatten())
-    _ = outputs | "WriteOutputs" >> WriteOutputs(out, job.shards(files), prefixes)
+    _ = outputs | "WriteAnswerabilityOutputs" >> WriteAnswerabilityOutputs(out, job.shards(files), prefixes)
 
 
 def _count_allowed(sample: Sample, masking: Any) -> Iterator[Any]:
