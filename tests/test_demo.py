@@ -122,7 +122,9 @@ def test_the_world_stage_measures_arm_a_before_and_after_each_stage(demo: DemoRu
     """The world stage: arm A before QA on one small world, the held-out RAMP copy rate and answer reward
     after each of its stages and DAPO's reward at every step, in world.json, the plot and the table."""
     world = json.loads((demo.out / "world/world.json").read_text())
-    assert list(world["copy_rate"]) == list(world["answer_reward"]) == ["init", "ramp-sft", "dapo"]
+    assert (
+        list(world["copy_rate"]) == list(world["answer_reward"]) == ["init", "ramp-sft", "dapo"]
+    )  # in order
     assert all(0.0 <= v <= 1.0 for v in [*world["copy_rate"].values(), *world["dapo_reward"]])
     dapo = json.loads((demo.out / "world/seed-0/.stages/A/dapo.json").read_text())["settings"]
     assert len(world["dapo_reward"]) == len(world["dapo_stage"]) == dapo["trainer"]["total_steps"]

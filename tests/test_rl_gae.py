@@ -257,7 +257,9 @@ def test_critic_loss_falls_on_a_fixed_batch(policy_dir):
         clipfracs.append(logged["critic/vf_clipfrac"])
     assert losses[0] > 0.1 and losses[-1] < 0.05 * losses[0], losses
     fifths = [sum(losses[i : i + 5]) / 5 for i in range(0, 25, 5)]
-    assert all(b < a for a, b in itertools.pairwise(fifths)), fifths  # falling throughout, not just at the end
+    assert all(b < a for a, b in itertools.pairwise(fifths)), (
+        fifths
+    )  # falling throughout, not just at the end
     assert {"critic/values_mean", "critic/lr", "critic/grad_norm"} <= set(logged)
 
 

@@ -30,6 +30,8 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from pydantic import BaseModel, Field
 
+from ramp.cli.cot import format_summary
+from ramp.cli.eval import format_corpus_stats
 from ramp.cli.finetune import qa_rl_config, write_qa_questions
 from ramp.cli.ramp_effect import run_world_demo
 from ramp.config import StrictModel, load_config, resolve_config_path
@@ -668,7 +670,8 @@ def _answerability(samples: Path, out: Path, settings: RetrievalSettings, worker
 
 def _trajectories(samples: Path, out: Path, config: CotConfig, workers: int) -> None:
     with quiet_logs(str(out), "cot", verbose=False):
-        run_cot(samples, out, config, BeamRun(workers))
+        stats = run_cot(samples, out, config, BeamRun(workers))
+    print(format_summary(stats))  # what `ramp data cot` prints
 
 
 def _init_policy(corpus: Path, out: Path, config: InitConfig) -> None:
@@ -697,7 +700,7 @@ def _finetune(config: RLConfig, questions: Path, limit: int | None) -> None:
 
 
 def _eval_corpus(questions: Path, out: Path) -> None:
-    build_corpus(EVAL_DATASET, questions, out)
+    print(format_corpus_stats(build_corpus(EVAL_DATASET, questions, out), out))  # as `ramp eval corpus`
 
 
 def _evaluate(config: EvalConfig) -> None:

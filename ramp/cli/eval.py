@@ -25,8 +25,12 @@ def corpus(
     output: Annotated[Path, typer.Option(help="Output directory (passages-00000.parquet)")],
 ) -> None:
     """The context paragraphs of a QA file as a passages corpus for `ramp index build` (deduplicated)."""
-    stats = build_corpus(dataset, input, output)
-    typer.echo(
+    typer.echo(format_corpus_stats(build_corpus(dataset, input, output), output))
+
+
+def format_corpus_stats(stats: dict[str, int], output: Path) -> str:
+    """The line ``ramp eval corpus`` (and the demo's stage) prints."""
+    return (
         f"{stats['paragraphs']} paragraphs -> {stats['passages']} passages in {output} "
         f"({stats['duplicates']} duplicates, {stats['empty']} empty)"
     )

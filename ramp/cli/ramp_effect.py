@@ -515,7 +515,7 @@ def run_world_demo(config: RampEffectConfig, echo: Echo = print) -> dict[str, An
         "dapo_stage": [int(row["curriculum/stage"]) for row in history],
     }
     out = Path(config.output)
-    (out / "world.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")  # stages in order
     plot_world_demo(summary, out / "world.png")
     return summary
 

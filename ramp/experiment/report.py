@@ -149,7 +149,8 @@ def _dapo(
         out[f"after_{arm}"] = _spread(after)
         histories = [read_jsonl(r / arm / "dapo" / "history.jsonl") for r in roots]
         out[f"train_reward_{arm}"] = [[h["reward/answer"] for h in history] for history in histories]
-        out[f"lr_{arm}"] = [history[-1]["actor/lr"] for history in histories]
+        markers = [_json(r / ".stages" / arm / "dapo.json") for r in roots]  # the settings it ran with
+        out[f"lr_{arm}"] = [marker["settings"]["trainer"]["lr"] for marker in markers]
     return out
 
 
