@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from ramp.pipelines.answerability import check_leakage_guard, index_files
 from ramp.pipelines.chunks import run_chunked
-from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs, shard_path
+from ramp.pipelines.io import WriteJsonlShards, WriteParquetShards, clear_outputs, read_json, shard_path
 from ramp.pipelines.runner import LOCAL, BeamRun
 from ramp.pipelines.samples_io import ReadSamples
 
@@ -194,11 +194,7 @@ class CotJob:
     def run(self, part: list[str], directory: str) -> dict[str, Any]:
         clear_outputs(directory, OUTPUT_FILES)
         self.beam_run.run(lambda p: build(p, self.config, part, directory), METRICS_NAMESPACE)
-        with FileSystems.open(
-            f"{directory}/{STATS_FILE}", compression_type=CompressionTypes.UNCOMPRESSED
-        ) as raw:
-            stats: dict[str, Any] = json.loads(raw.read().decode("utf-8"))
-        return stats
+        return read_json(f"{directory}/{STATS_FILE}")
 
     def merge(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
         return dict(sorted(summarize(_counts(parts), self.config).items()))

@@ -50,6 +50,13 @@ def sorted_by_key(keyed: Iterable[tuple[str, Any]], tie_break: Callable[[Any], s
     return ordered
 
 
+def read_json(path: str) -> dict[str, Any]:
+    """A JSON object file on any Beam filesystem (a job's stats.json)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        data: dict[str, Any] = json.loads(raw.read().decode("utf-8"))
+    return data
+
+
 def clear_outputs(output_dir: str, patterns: Sequence[str]) -> None:
     """Create ``output_dir`` if needed and delete its files matching ``patterns`` (globs or names)."""
     root = output_dir.rstrip("/")
