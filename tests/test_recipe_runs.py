@@ -1,4 +1,4 @@
-"""ZeroSearch, WebDancer and AceSearcher end to end at CI size (``ramp.recipes.run_recipe``): each
+"""ZeroSearch, WebDancer and AceSearcher end to end at CI size (``ramp.cli.recipes.run_recipe``): each
 recipe file's stages, in order, on a tiny world (the hand-made facts corpus, a real Lucene index, a tiny
 Qwen2 from ``ramp pretrain init``), with only sizes overridden. Trajectories come from a test teacher
 that searches the real index along each question's known path (one query for the fact questions, the
