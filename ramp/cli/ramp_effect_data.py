@@ -4,10 +4,10 @@ are measured on (``OUTPUT/seed-N/data``).
 world -> ``ramp data build`` (tagged spans; ``draws`` mask draws) -> ``ramp index build`` ->
 ``ramp data answerability`` -> world-oracle trajectories, split three ways by what their searches name:
 
-- ``ramp-trajectories/`` (RAMP SFT) and ``rl-train/`` (their samples);
-- ``ramp-heldout/`` and ``rl-heldout/``: a seeded share of the trainable tasks that RAMP SFT never sees: the
-  gate's copy rate after RAMP SFT, then DAPO's tasks (its answer reward before/after on the same samples);
-- ``ramp-heldout-entities/``: tasks whose searches name a held-out entity (reported separately).
+- ``ramp-trajectories/``: RAMP SFT's trajectories;
+- ``rl-heldout/``: a seeded share of the trainable tasks that RAMP SFT never sees: the gate's copy rate after
+  RAMP SFT, then DAPO's tasks (its answer reward before/after on the same samples);
+- ``rl-heldout-entities/``: tasks whose searches name a held-out entity (reported separately).
 
 Questions (verified answerable by their two searches at the experiment's top-k) are split into
 ``qa-train.jsonl`` (of which ``qa-dev.jsonl`` is carved for the QA grid, ``qa-grid-train.jsonl`` the rest)
@@ -149,10 +149,10 @@ def _write_ramp_sets(
         else:
             kept = "train"
         sets[kept].append((row, made, names[steps[0].subject]))
-    for name, members in sets.items():
-        folder = "ramp-trajectories" if name == "train" else f"ramp-{name}"
-        _write_trajectories(out / folder, [t for _, t, _ in members])
-        samples = out / ("rl-train" if name == "train" else f"rl-{name}")
+    _write_trajectories(out / "ramp-trajectories", [t for _, t, _ in sets["train"]])
+    for name in ("heldout", "heldout-entities"):  # tasks, not trajectories: what DAPO and the measures read
+        members = sets[name]
+        samples = out / f"rl-{name}"
         samples.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist([r for r, _, _ in members]), samples / "samples-00000.parquet")
         write_jsonl(
