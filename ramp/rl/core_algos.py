@@ -58,23 +58,28 @@ def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
     return table[name]
 
 
+def _groups(rewards: torch.Tensor, group_ids: Sequence[Hashable]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The rewards as float32 and the row indices of each group, in order of first appearance."""
+    if rewards.dim() != 1 or len(group_ids) != rewards.shape[0]:
+        raise ValueError(f"rewards must be [B] with one group id each; got {tuple(rewards.shape)}")
+    members: dict[Hashable, list[int]] = {}
+    for i, gid in enumerate(group_ids):
+        members.setdefault(gid, []).append(i)
+    groups = [torch.tensor(rows, dtype=torch.long) for rows in members.values()]
+    return rewards.detach().to(torch.float32), groups
+
+
 @_register(ADV_ESTIMATORS, "grpo")
 def grpo_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], eps: float = 1e-6) -> torch.Tensor:
     """(r - group mean) / (group std + eps), unbiased std; a group of one gets mean 0 and std 1.
 
     ``group_ids`` are the prompts' unique ids (strings), one per sequence, never row numbers.
     """
-    if rewards.dim() != 1 or len(group_ids) != rewards.shape[0]:
-        raise ValueError(f"rewards must be [B] with one group id each; got {tuple(rewards.shape)}")
-    scores = rewards.detach().to(torch.float32)
+    scores, groups = _groups(rewards, group_ids)
     out = torch.empty_like(scores)
-    members: dict[Hashable, list[int]] = {}
-    for i, gid in enumerate(group_ids):
-        members.setdefault(gid, []).append(i)
-    for rows in members.values():
-        index = torch.tensor(rows, dtype=torch.long)
+    for index in groups:
         group = scores[index]
-        if len(rows) == 1:
+        if len(index) == 1:
             mean, std = torch.zeros(()), torch.ones(())
         else:
             mean, std = group.mean(), group.std(unbiased=True)
@@ -88,15 +93,9 @@ def group_mean_advantages(
 ) -> torch.Tensor:
     """r - group mean, not divided by the group's std (AReaL's ``group_adv_norm: false``, as ASearcher
     trains; a group of one gets 0). ``eps`` is unused: the outcome estimators share one signature."""
-    if rewards.dim() != 1 or len(group_ids) != rewards.shape[0]:
-        raise ValueError(f"rewards must be [B] with one group id each; got {tuple(rewards.shape)}")
-    scores = rewards.detach().to(torch.float32)
+    scores, groups = _groups(rewards, group_ids)
     out = torch.empty_like(scores)
-    members: dict[Hashable, list[int]] = {}
-    for i, gid in enumerate(group_ids):
-        members.setdefault(gid, []).append(i)
-    for rows in members.values():
-        index = torch.tensor(rows, dtype=torch.long)
+    for index in groups:
         out[index] = scores[index] - scores[index].mean()
     return out
 
