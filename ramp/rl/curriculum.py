@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from ramp.agent.task import Task
 from ramp.config import StrictModel
+from ramp.retrieval.simulated import noise_probability as noise_probability  # ZeroSearch's schedule
 from ramp.seeding import stable_seed
 
 MIXED = 0  # the pool key of mixed mode
