@@ -115,6 +115,39 @@ class AgentPolicy:
         ]
 
 
+class DecomposePolicy:
+    """AceSearcher's inference: one greedy decomposition per question, one search per sub-question, the
+    solver's answers (:class:`ramp.agent.decompose.DecomposeSolver`)."""
+
+    def __init__(self, config: EvalConfig, retriever: Retriever, backend: Any | None = None) -> None:
+        from ramp.agent.backends import build_backend
+        from ramp.agent.decompose import DecomposeSolver
+        from ramp.retrieval.env import SearchEnv
+
+        self.backend = backend if backend is not None else build_backend(config.agent.backend)
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        if tokenizer is None:
+            raise EvalError("policy decompose needs a token-level backend (agent.backend.kind hf or vllm)")
+        env = SearchEnv(retriever, config.agent.search)
+        self.solver = DecomposeSolver(self.backend, tokenizer, env, config.decompose)
+
+    def answer(self, records: Sequence[QARecord]) -> list[PolicyAnswer]:
+        questions, ids = [r.question for r in records], [str(r.id) for r in records]
+        generated = [row[0] for row in self.solver.decompose_generations(questions, 1, 0.0, 0, ids)]
+        solutions = self.solver.solve(questions, [g.text for g in generated])
+        return [
+            PolicyAnswer(
+                prediction=s.answer,
+                finish_reason="answer",
+                turns=len(s.queries) + 1,
+                queries=list(s.queries),
+                retrieved_ids=[list(ids) for ids in s.doc_ids],
+                model_tokens=len(g.token_ids) + s.solver_tokens,
+            )
+            for g, s in zip(generated, solutions, strict=True)
+        ]
+
+
 def top_k(config: EvalConfig) -> int:
     """Documents per search (the agent's and the built-in policy's)."""
     return config.agent.search.top_k
@@ -126,6 +159,8 @@ def build_policy(config: EvalConfig, retriever: Retriever, backend: Any | None =
         from ramp.qa.builtin import BuiltinQAPolicy
 
         return BuiltinQAPolicy(retriever, top_k(config), config.builtin)
+    if config.policy == "decompose":
+        return DecomposePolicy(config, retriever, backend)
     return AgentPolicy(config, retriever, backend)
 
 

@@ -36,6 +36,7 @@ HEAVY = frozenset(
         "test_packaging.py",
         "test_pretrain_model.py",
         "test_pretrain_train.py",
+        "test_recipe_comparison.py",
         "test_readme_commands.py",
         "test_retrieval_index.py",
         "test_rl_trainer.py",

@@ -71,9 +71,9 @@ def test_question_outcomes_and_their_summary() -> None:
     }
     rows = [
         {"id": "q1", "retrieved_ids": [["company-1#0"], ["person-2#0"]], "exact_match": 1.0, "f1": 1.0,
-         "token_recall": 1.0, "finish_reason": "answer", "num_searches": 2},
+         "token_recall": 1.0, "finish_reason": "answer", "num_searches": 2, "model_tokens": 30},
         {"id": "q2", "retrieved_ids": [["company-4#0"]], "exact_match": 0.0, "f1": 0.0, "token_recall": 0.0,
-         "finish_reason": "max_turns", "num_searches": 1},
+         "finish_reason": "max_turns", "num_searches": 1, "model_tokens": 50},
     ]  # fmt: skip
     outcomes = question_outcomes(rows, facts)
     assert [o["first_query_accuracy"] for o in outcomes] == [1.0, 0.0]
@@ -82,6 +82,7 @@ def test_question_outcomes_and_their_summary() -> None:
     summary = summarize_outcomes(outcomes)
     assert summary["bridge_em"] == 1.0 and summary["exact_match"] == 0.5 and summary["well_formed"] == 0.5
     assert summary["first_query_accuracy_held_out"] == 1.0 and summary["first_query_accuracy_seen"] == 0.0
+    assert summary["searches_per_question"] == 1.5 and summary["tokens_per_question"] == 40.0
 
 
 def test_names_subject_needs_the_whole_name() -> None:

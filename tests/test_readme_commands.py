@@ -560,6 +560,21 @@ ENTRIES = [
         skip="the full run takes about 31 minutes on 2 cores; tests/test_experiment.py runs its engine "
         "end to end at tiny size (configs/experiment/ramp_effect_tiny.yaml) and reruns it",
     ),
+    Entry(
+        "experiment-recipes",
+        "ramp experiment recipes --config configs/experiment/recipes.yaml [--only search-r1] [--seeds 3]"
+        " [--set KEY=VALUE]",
+        (
+            "ramp experiment recipes --config configs/experiment/recipes_tiny.yaml --only research --seeds 1"
+            " --output runs/recipes --set tracking.tracking_uri=sqlite:///runs/recipes.db",
+        ),
+        writes=(
+            "runs/recipes/results.json",
+            "runs/recipes/recipes.png",
+            "runs/recipes/seed-0/recipes/research/eval/summary.json",
+        ),
+        says=("| research |", "| cold-start |", "plot: runs/recipes/recipes.png"),
+    ),
     Entry("dataflow", DATAFLOW, skip=REMOTE),
     Entry(
         "flink",

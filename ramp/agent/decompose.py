@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ramp.agent.backends.base import GenerationRequest
+from ramp.agent.backends.base import GenerationRequest, GenerationResult
 from ramp.agent.protocol import encode_prompt, format_result_block
 from ramp.config import StrictModel
 from ramp.retrieval.env import SearchEnv
@@ -79,6 +79,7 @@ class Solution:
     answers: tuple[str, ...]  # the solver's answer to each
     doc_ids: tuple[tuple[str, ...], ...]  # retrieved per sub-question
     answer: str  # the final answer
+    solver_tokens: int = 0  # tokens the solver generated (sub-answers and the final answer)
 
 
 class DecomposeSolver:
@@ -91,6 +92,13 @@ class DecomposeSolver:
         self, questions: Sequence[str], n: int, temperature: float, seed: int, ids: Sequence[str]
     ) -> list[list[str]]:
         """``n`` decompositions per question (greedy when ``temperature`` is 0), seeded per question id."""
+        generated = self.decompose_generations(questions, n, temperature, seed, ids)
+        return [[g.text for g in row] for row in generated]
+
+    def decompose_generations(
+        self, questions: Sequence[str], n: int, temperature: float, seed: int, ids: Sequence[str]
+    ) -> list[list[GenerationResult]]:
+        """:meth:`decompose` with the backend's results (their token ids)."""
         requests = [
             GenerationRequest(
                 prompt_ids=encode_prompt(decomposer_messages(q), self.tokenizer),
@@ -101,10 +109,10 @@ class DecomposeSolver:
             for q, qid in zip(questions, ids, strict=True)
             for j in range(n)
         ]
-        texts = [r.text for r in self.backend.generate(requests)]
-        return [texts[i * n : (i + 1) * n] for i in range(len(questions))]
+        results = list(self.backend.generate(requests))
+        return [results[i * n : (i + 1) * n] for i in range(len(questions))]
 
-    def _answer(self, prompts: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> list[str]:
+    def _answer(self, prompts: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> list[GenerationResult]:
         requests = [
             GenerationRequest(
                 prompt_ids=encode_prompt(solver_messages(q, steps), self.tokenizer),
@@ -112,7 +120,7 @@ class DecomposeSolver:
             )
             for q, steps in prompts
         ]
-        return [" ".join(r.text.split()) for r in self.backend.generate(requests)] if requests else []
+        return list(self.backend.generate(requests)) if requests else []
 
     def solve(self, questions: Sequence[str], decompositions: Sequence[str]) -> list[Solution]:
         """Solve each question along its decomposition (greedy solver), all questions batched per step."""
@@ -120,6 +128,7 @@ class DecomposeSolver:
         steps: list[list[tuple[str, str]]] = [[] for _ in questions]
         answers: list[list[str]] = [[] for _ in questions]
         doc_ids: list[list[tuple[str, ...]]] = [[] for _ in questions]
+        tokens = [0 for _ in questions]
         for i in range(max((len(s) for s in subs), default=0)):
             rows = [r for r, s in enumerate(subs) if i < len(s)]
             queries = [fill_references(subs[r][i], answers[r]) for r in rows]
@@ -129,7 +138,8 @@ class DecomposeSolver:
                 doc_ids[r].append(tuple(h.doc_id for h in outcome.hits))
             sub_answers = self._answer([(q, steps[r][-1:]) for r, q in zip(rows, queries, strict=True)])
             for r, answer in zip(rows, sub_answers, strict=True):
-                answers[r].append(answer)
+                answers[r].append(_text(answer))
+                tokens[r] += len(answer.token_ids)
         finals = self._answer(list(zip(questions, steps, strict=True)))
         return [
             Solution(
@@ -137,7 +147,12 @@ class DecomposeSolver:
                 queries=tuple(query for query, _ in steps[r]),
                 answers=tuple(answers[r]),
                 doc_ids=tuple(doc_ids[r]),
-                answer=finals[r],
+                answer=_text(finals[r]),
+                solver_tokens=tokens[r] + len(finals[r].token_ids),
             )
             for r, d in enumerate(decompositions)
         ]
+
+
+def _text(result: GenerationResult) -> str:
+    return " ".join(result.text.split())

@@ -1,4 +1,5 @@
-"""``ramp experiment``: every stage end to end (``demo``) and the controlled RAMP-effect experiment."""
+"""``ramp experiment``: every stage end to end (``demo``), the controlled RAMP-effect experiment and the
+recipe comparison."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import typer
 from ramp.cli.demo import Demo, load_demo_config
 from ramp.cli.options import Overrides
 from ramp.cli.ramp_effect import run_experiment
+from ramp.cli.recipe_comparison import run_comparison
 from ramp.config import load_config
-from ramp.experiment.config import RampEffectConfig
+from ramp.experiment.config import RampEffectConfig, RecipeComparisonConfig
+from ramp.experiment.recipe_report import format_recipe_table
 from ramp.experiment.report import format_tables
 
 experiment_app = typer.Typer(no_args_is_help=True)
@@ -66,3 +69,31 @@ def ramp_effect_command(
         )
     )
     typer.echo(f"plot: {cfg.output}/ramp_effect.png   results: {cfg.output}/results.json")
+
+
+@experiment_app.command("recipes")
+def recipes_command(
+    config: Annotated[
+        str, typer.Option("--config", help="YAML config (configs/experiment/recipes.yaml).")
+    ] = "experiment/recipes",
+    output: Annotated[str | None, typer.Option("--output", help="Output directory.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds (each its own world).")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run just this recipe (repeatable).")
+    ] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Every recipe of configs/recipes/ from one cold start in the RAMP-effect world (same retriever,
+    top-k and held-out questions; each seed its own world): prints the table and the differences against
+    masksearch, writes results.json, a plot and MLflow runs. A rerun recomputes exactly what changed."""
+    values: dict[str, object] = {"output": output, "seeds": seeds}
+    cfg = load_config(
+        RecipeComparisonConfig,
+        config,
+        overrides or [],
+        values={k: v for k, v in values.items() if v is not None},
+    )
+    results = run_comparison(cfg, only=only or [], echo=typer.echo)
+    typer.echo(format_recipe_table(results))
+    typer.echo(json.dumps({"output": cfg.output, "mlflow_run_id": results["mlflow_run_id"]}))
+    typer.echo(f"plot: {cfg.output}/recipes.png   results: {cfg.output}/results.json")

@@ -25,6 +25,7 @@ process logs to ``OUTPUT/logs/``; the console shows one line per stage and a pro
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -46,6 +47,7 @@ from tqdm import tqdm
 
 from ramp.agent.config import RolloutConfig
 from ramp.cli.ramp_effect_data import build_seed_data
+from ramp.errors import UserError
 from ramp.eval.run import run_eval
 from ramp.experiment.config import RampEffectConfig, stage_config
 from ramp.experiment.measures import question_outcomes, summarize_outcomes
@@ -96,26 +98,30 @@ class SeedRun:
         return self.root.joinpath(*parts)
 
     # -- phase 1: data, init, A's RAMP SFT and DAPO, A-mixed's DAPO, C's pretraining, A's measurements
-    def before_qa(self) -> list[Stage]:
+    def setup(self) -> list[Stage]:
+        """The seed's world and data, and its initial policy (every arm's and recipe's cold start)."""
         c = self.config
         data_settings = c.model_dump(
             mode="json", include={"world", "questions", "prompts", "search", "draws", "data", "answerability"}
         )
+        data = Stage(
+            "data",
+            lambda: build_seed_data(c, self.seed, self.data),
+            settings={**data_settings, "seed": self.seed},
+            outputs=(self.data,),
+            command=f"(world {c.world.seed + self.seed} -> ramp data build/answerability, oracle)",
+        )
+        return [data, self._init()]
+
+    def before_qa(self) -> list[Stage]:
         stages = [
-            Stage(
-                "data",
-                lambda: build_seed_data(c, self.seed, self.data),
-                settings={**data_settings, "seed": self.seed},
-                outputs=(self.data,),
-                command=f"(world {c.world.seed + self.seed} -> ramp data build/answerability, oracle)",
-            ),
-            self._init(),
-            self._sft("A/ramp-sft", "ramp_sft", self.data / "ramp-trajectories", self.path("init")),
+            *self.setup(),
+            self.sft("A/ramp-sft", "ramp_sft", self.data / "ramp-trajectories", self.path("init")),
             self._dapo("A", "staged"),
-            self._sft("C/lm", "ramp_sft", self.data / "lm-articles", self.path("init")),  # A's rows
+            self.sft("C/lm", "ramp_sft", self.data / "lm-articles", self.path("init")),  # A's rows
         ]
         stages += [self._measure("A", stage) for stage in A_MEASURED]
-        if c.ablation:
+        if self.config.ablation:
             stages += [self._dapo("A-mixed", "mixed"), self._measure("A-mixed", "dapo")]
         return stages
 
@@ -133,7 +139,7 @@ class SeedRun:
             command=f"ramp pretrain init --corpus {corpus[0]} --output {self.path('init')}",
         )
 
-    def _sft(
+    def sft(
         self,
         name: str,
         recipe: str,
@@ -243,14 +249,18 @@ class SeedRun:
         results["zero_shot"] = self.evaluate_questions(policy, out / "zero-shot", "qa-test.jsonl")
         (out / "measures.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
-    def evaluate_questions(self, policy: Path, out: Path, questions: str) -> dict[str, float]:
-        """``ramp eval run`` of ``policy`` on a question file of the seed's data; the arm's metrics."""
+    def evaluate_questions(
+        self, policy: Path, out: Path, questions: str, inference: str = "agent", uri: str | None = None
+    ) -> dict[str, float]:
+        """``ramp eval run`` of ``policy`` on a question file of the seed's data (``inference``: the eval
+        policy, ``agent`` or ``decompose``; ``uri``: its MLflow store, default the seed's); the metrics."""
         cfg = stage_config(
             self.config,
             "eval",
             {
+                "policy": inference,
                 "output_dir": str(out),
-                "tracking_uri": self.uri,
+                "tracking_uri": uri or self.uri,
                 "run_name": str(out.relative_to(self.root)),
                 "agent.backend.hf.model": str(policy),
                 "agent.search": self.config.search.model_dump(mode="json"),
@@ -286,7 +296,7 @@ class SeedRun:
         earlier = EARLIER.get(arm)
         blend = [(choice.mix, self.path(earlier))] if earlier and choice.mix > 0 else []
         overrides = {"train.steps": choice.steps, "optim.lr": choice.lr, "optim.min_lr": choice.lr / 10}
-        return self._sft(name, "qa_sft", trajectories, self.path(PRE_QA[arm]), overrides, blend)
+        return self.sft(name, "qa_sft", trajectories, self.path(PRE_QA[arm]), overrides, blend)
 
     # -- phase 3: every arm's QA stage and evaluation ------------------------------------------------------
     def qa(self, arm: str, choice: QAChoice) -> list[Stage]:
@@ -358,41 +368,57 @@ def run_seed_job(config_json: str, phase: str, seed: int, arm: str, choice: list
         events.put((outcome.status, seed, stage.name, time.monotonic() - started))
 
 
+class JobFailed(UserError):
+    """A worker's job failed; its log (named in the message) holds the traceback."""
+
+
 def run_jobs(
-    jobs: Sequence[tuple[str, int, str, Any]], config: RampEffectConfig, echo: Echo, total: int
-) -> None:
-    """Run ``jobs`` (phase, seed, arm, choice) in ``config.workers`` spawned processes; print one line per
-    stage as workers report them, with a progress bar over ``total`` stages; a failed job fails the run."""
+    jobs: Sequence[tuple[str, int, str, Any]],
+    config: Any,
+    echo: Echo,
+    total: int,
+    worker: str = WORKER,
+    keep_going: bool = False,
+) -> list[str]:
+    """Run ``jobs`` (phase, seed, arm, choice) in ``config.workers`` spawned processes, each the entry
+    ``worker`` (``module:function``) with the config as JSON; print one line per stage as workers report
+    them, with a progress bar over ``total`` stages. A failed job fails the run, or with ``keep_going``
+    the others go on and the failed jobs' names are returned."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, tqdm(total=total, desc="stages", unit="stage", leave=False) as bar:
         events = manager.Queue()
         pending = [(config.model_dump_json(), *job, events) for job in jobs]
         running: list[Any] = []
+        failed: list[str] = []
         while pending or running:
             while pending and len(running) < config.workers:
                 job = pending.pop(0)
                 name = f"seed-{job[2]}-{job[1]}{'-' + job[3] if job[3] else ''}"
                 log = str(Path(config.output) / "logs" / f"{name}.log")
-                process = context.Process(target=logged_call, args=(log, WORKER, job), name=name)
+                process = context.Process(target=logged_call, args=(log, worker, job), name=name)
                 process.start()
                 running.append(process)
-            try:
-                event = events.get(timeout=1.0)
-                bar.update(event[0] != "start")
-                with bar.external_write_mode():
-                    echo(_event_line(event))
-                    sys.stdout.flush()
-            except queue.Empty:
-                pass
+            with contextlib.suppress(queue.Empty):
+                _report(events.get(timeout=1.0), bar, echo)
             for process in [p for p in running if not p.is_alive()]:
                 running.remove(process)
-                if process.exitcode != 0:
+                if process.exitcode != 0 and keep_going:
+                    failed.append(process.name)
+                elif process.exitcode != 0:
                     for other in running:
                         other.terminate()
                     failed_log = Path(config.output) / "logs" / f"{process.name}.log"
-                    raise RuntimeError(
-                        f"{process.name} failed (exit code {process.exitcode}); see {failed_log}"
-                    )
+                    raise JobFailed(f"{process.name} failed (exit code {process.exitcode}); see {failed_log}")
+        while not events.empty():  # the last jobs' last lines
+            _report(events.get(), bar, echo)
+    return failed
+
+
+def _report(event: tuple[Any, ...], bar: Any, echo: Echo) -> None:
+    bar.update(event[0] != "start")
+    with bar.external_write_mode():
+        echo(_event_line(event))
+        sys.stdout.flush()
 
 
 def _event_line(event: tuple[Any, ...]) -> str:

@@ -149,7 +149,7 @@ def _write_ramp_sets(
         else:
             kept = "train"
         sets[kept].append((row, made, names[steps[0].subject]))
-    _write_trajectories(out / "ramp-trajectories", [t for _, t, _ in sets["train"]])
+    write_trajectories(out / "ramp-trajectories", [t for _, t, _ in sets["train"]])
     for name in ("heldout", "heldout-entities"):  # tasks, not trajectories: what DAPO and the measures read
         members = sets[name]
         samples = out / f"rl-{name}"
@@ -213,7 +213,7 @@ def _write_qa_sets(
         failed = [m for m in made if isinstance(m, str)]
         if failed:
             raise RuntimeError(f"oracle QA trajectories failed: {failed[:3]}")
-        _write_trajectories(out / folder, [m for m in made if not isinstance(m, str)])
+        write_trajectories(out / folder, [m for m in made if not isinstance(m, str)])
     return {
         "questions": {
             "world": len(world.questions),
@@ -262,10 +262,10 @@ def _write_article_rows(out: Path, world: World) -> None:
         )
         for a in world.articles
     ]
-    _write_trajectories(out, rows)
+    write_trajectories(out, rows)
 
 
-def _write_trajectories(folder: Path, trajectories: Sequence[Trajectory]) -> None:
+def write_trajectories(folder: Path, trajectories: Sequence[Trajectory]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([t.to_row() for t in trajectories], schema=TRAJECTORY_SCHEMA)
     pq.write_table(table, folder / "trajectories-00000.parquet", compression="zstd")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -82,15 +82,17 @@ def run_recipe(
     overrides: Mapping[str, Sequence[str]] | None = None,
     seed: int = 0,
     tracking_uri: str | None = None,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> RecipeRun:
     """Run ``recipe``'s stages in order from the HF checkpoint ``start``, each in ``workdir/<n>-<name>``
     from the previous stage's policy; ``overrides[stage name]`` are ``key=value`` sets after the recipe's
     settings and the runner's paths (e.g. a CI size). Each stage is a :mod:`ramp.stages` stage (marker
     ``workdir/.stages/<n>-<name>.json``): done when its resolved config and its inputs' content (the
-    policy it starts from, the data it reads) are unchanged. Seeds, paths and MLflow are the runner's."""
+    policy it starts from, the data it reads) are unchanged. Seeds, paths and MLflow are the runner's;
+    ``echo`` gets the stages' start/done lines."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     root, policy, simulator = Path(workdir), Path(start), None
-    runner = StageRunner(root / STATE_DIR, echo=lambda line: None)
+    runner = StageRunner(root / STATE_DIR, echo=echo)
     runs = []
     for n, stage in enumerate(recipe.stages):
         out = root / f"{n}-{stage.name}"

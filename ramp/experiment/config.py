@@ -1,4 +1,5 @@
-"""The RAMP-effect experiment's configuration (``configs/experiment/ramp_effect.yaml``).
+"""The configurations of the experiments in the world: the RAMP effect
+(``configs/experiment/ramp_effect.yaml``) and the recipe comparison (``configs/experiment/recipes.yaml``).
 
 Each stage's settings are a partial of that stage's own recipe (``ramp_sft: {train: {steps: 900}}`` over
 ``configs/pretrain.yaml``), validated into the stage's config model when the experiment's config is
@@ -12,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from ramp.config import StrictModel, load_config
+from ramp.config import ConfigError, StrictModel, load_config
 from ramp.data.config import DataConfig
+from ramp.data.synthesis import SynthConfig
 from ramp.qa.config import EvalConfig
+from ramp.recipes import StageKind, load_recipe, recipe_names
 from ramp.retrieval.config import RetrievalSettings
 from ramp.retrieval.env import SearchConfig
 from ramp.rl.config import RLConfig
@@ -134,3 +137,63 @@ def stage_config(config: RampEffectConfig, field: str, values: Mapping[str, Any]
     """Stage ``field``'s config: its recipe, the experiment's partial, then ``values`` (paths, seeds)."""
     recipe, model = STAGE_RECIPES[field]
     return load_config(model, recipe, values={**flatten(getattr(config, field)), **(values or {})})
+
+
+class ColdStart(StrictModel):
+    """The checkpoint every recipe starts from: the seed's initial policy after ``steps`` of SFT on the
+    world oracle's trajectories of one-search fact questions (the question itself is the query), so every
+    recipe starts from a policy that writes the protocol, as the papers start from instruct models; with
+    ``steps: 0``, the initial policy itself."""
+
+    steps: int = Field(default=100, ge=0)
+    questions: int = Field(default=200, ge=1)  # fact questions drawn (seeded) from the world's
+    sft: dict[str, Any] = Field(default_factory=dict)  # partial configs/pretrain.yaml over the world's qa_sft
+
+
+class RecipeComparisonConfig(StrictModel):
+    """``ramp experiment recipes``: every recipe from one cold start, in the RAMP-effect experiment's
+    world (its world, questions, initial policy, search, prompts and evaluation: ``world_config`` with
+    ``world_settings`` on top), each seed its own world; differences against ``reference``."""
+
+    output: str = "runs/experiment/recipes"
+    world_config: str = "experiment/ramp_effect"  # a RampEffectConfig file: everything about the world
+    world_settings: dict[str, Any] = Field(default_factory=dict)  # a partial of it (e.g. smaller worlds)
+    seeds: int = Field(default=3, ge=1)
+    workers: int = Field(default=2, ge=1)
+    recipes: list[str] = Field(default_factory=recipe_names, min_length=1)  # configs/recipes/<name>.yaml
+    reference: str = "masksearch"  # the recipe every other is compared with
+    cold_start: ColdStart = ColdStart()
+    synthesis: SynthConfig = SynthConfig(hops=1)  # WebDancer's questions, from the world's fact questions
+    # key=value sets for every stage of a kind (sizes for this machine), then per recipe and stage
+    stage_sets: dict[StageKind, list[str]] = Field(default_factory=dict)
+    recipe_sets: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    tracking: TrackingSettings = TrackingSettings(experiment="ramp-recipes")
+
+    @model_validator(mode="after")
+    def _recipes_validate(self) -> RecipeComparisonConfig:
+        if len(set(self.recipes)) != len(self.recipes):
+            raise ValueError(f"recipes are listed twice: {self.recipes}")
+        for name in self.recipe_sets:
+            if name not in self.recipes:
+                raise ValueError(f"recipe_sets.{name}: not one of the recipes {self.recipes}")
+        for name in self.recipes:
+            recipe = load_recipe(name)
+            unknown = set(self.recipe_sets.get(name, {})) - {s.name for s in recipe.stages}
+            if unknown:
+                raise ValueError(f"recipe_sets.{name}: no stage {sorted(unknown)} in recipe {name}")
+            for stage in recipe.stages:
+                try:
+                    stage.config(self.stage_sets_of(name, stage.name, stage.kind))
+                except ConfigError as err:
+                    raise ValueError(f"recipe {name}, stage {stage.name}: {err}") from None
+        self.world()
+        return self
+
+    def stage_sets_of(self, recipe: str, stage: str, kind: str) -> list[str]:
+        """The sets of one recipe stage: its kind's, then the recipe's for it."""
+        return [*self.stage_sets.get(kind, []), *self.recipe_sets.get(recipe, {}).get(stage, [])]  # type: ignore[call-overload]
+
+    def world(self) -> RampEffectConfig:
+        """The world's experiment config, writing under this comparison's output, with its seeds."""
+        values = {**flatten(self.world_settings), "output": self.output, "seeds": self.seeds}
+        return load_config(RampEffectConfig, self.world_config, values=values)

@@ -59,6 +59,7 @@ def question_outcomes(
                 "token_recall": float(row["token_recall"]),
                 "well_formed": float(row["finish_reason"] == "answer"),
                 "searches": float(row["num_searches"]),
+                "tokens": float(row["model_tokens"]),
             }
         )
     return out
@@ -68,6 +69,7 @@ def summarize_outcomes(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, float
     """Means of every question metric (bridge EM over bridge questions), and the split ones by held-out."""
     summary = {metric: _mean(o[metric] for o in outcomes) for metric in QUESTION_METRICS}
     summary["searches_per_question"] = _mean(o["searches"] for o in outcomes)
+    summary["tokens_per_question"] = _mean(o["tokens"] for o in outcomes)
     for metric in SPLIT_METRICS:
         summary[f"{metric}_held_out"] = _mean(o[metric] for o in outcomes if o["held_out"])
         summary[f"{metric}_seen"] = _mean(o[metric] for o in outcomes if not o["held_out"])

@@ -9,6 +9,9 @@ search's result block holds the value it was made for; otherwise the task is rej
   (:class:`ramp.experiment.world.Lookup`); a chained value's query names the earlier value, which the
   policy has by then read in an earlier result (or sees in the passage).
 - QA questions: the question's two hop queries (the bridge entity comes from the world), then the answer.
+- Fact questions (one search): the question as the query, then the answer.
+- Synthesized questions (``ramp data synthesize``): the chain undone from its last hop (each description's
+  search finds the entity it replaced), then the seed question, then the answer.
 
 Before each search the oracle thinks aloud the one sentence that search is about, quoted: for a RAMP
 mask the passage's sentence holding that ``[mask]``; for a question's first hop the question; for its
@@ -28,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ramp.agent.protocol import format_result_block
 from ramp.agent.task import MASK_TOKEN, Task
@@ -153,6 +157,37 @@ def ramp_trajectory(task: Task, steps: Sequence[Step], env: SearchEnv) -> Trajec
     """The trajectory of a RAMP task's searches (:func:`ramp_steps`) and its one-line-per-mask answer."""
     answer = "\n" + "".join(f"[{n}] {gold}\n" for n, gold in enumerate(task.golds, start=1))
     return oracle_trajectory(task, steps, answer, task.golds, env)
+
+
+def synthesized_steps(row: dict[str, Any]) -> list[Step]:
+    """The searches of a synthesized question (a ``ramp data synthesize`` row): each hop's description
+    from the last hop made (its search must show the entity it replaced), then the seed question; the
+    first quotes the question, each later one the sentence naming the entity found before it."""
+    chain = list(reversed(row["metadata"]["chain"]))
+    steps = [
+        Step(hop["description"], hop["entity"], thought=row["question"] if n == 0 else "",
+             quote_name=chain[n - 1]["entity"] if n else "")
+        for n, hop in enumerate(chain)
+    ]  # fmt: skip
+    last = chain[-1]["entity"] if chain else ""
+    seed = row["metadata"]["seed_question"]
+    steps.append(
+        Step(seed, row["golden_answers"][0], thought="" if chain else row["question"], quote_name=last)
+    )
+    return steps
+
+
+def synthesized_trajectory(task: Task, row: dict[str, Any], env: SearchEnv) -> Trajectory | str:
+    """The trajectory of a synthesized question's chain of searches (:func:`synthesized_steps`)."""
+    answer = row["golden_answers"][0]
+    return oracle_trajectory(task, synthesized_steps(row), answer, [answer], env)
+
+
+def fact_trajectory(task: Task, row: dict[str, Any], env: SearchEnv) -> Trajectory | str:
+    """One search with the question itself as the query, then its answer (a fact question's row)."""
+    answer = row["golden_answers"][0]
+    step = Step(" ".join(row["question"].split()), answer, thought=row["question"])
+    return oracle_trajectory(task, [step], answer, [answer], env)
 
 
 def qa_trajectory(task: Task, question: Question, bridge_name: str, env: SearchEnv) -> Trajectory | str:

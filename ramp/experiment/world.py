@@ -415,6 +415,23 @@ def _lookups(
     return out
 
 
+def fact_questions(world: World) -> list[dict[str, Any]]:
+    """One-search fact questions as QA rows, answers read from the passages' tagged spans: the country of
+    each municipality and the founder of each company (the seeds that ``ramp data synthesize`` makes
+    harder)."""
+    rows: list[dict[str, Any]] = []
+    for article in world.articles:
+        values = {s.label: article.text[s.start : s.end] for s in reversed(article.spans)}  # first per label
+        if article.kind == "city":
+            question, answer = f"In which country is the municipality {article.title}?", values["GPE"]
+        elif article.kind == "company":
+            question, answer = f"Who founded the company {article.title}?", values["PERSON"]
+        else:
+            continue
+        rows.append({"id": f"fact-{article.id}", "question": question, "golden_answers": [answer]})
+    return rows
+
+
 def split_questions(
     world: World, train: int, test: int, seed: int = 0
 ) -> tuple[list[Question], list[Question]]:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ramp.agent.config import AgentConfig, BackendConfig
+from ramp.agent.decompose import DecomposeConfig
 from ramp.config import StrictModel
 from ramp.cot.config import BuiltinTeacherConfig
 from ramp.qa.loaders import DATASETS
@@ -41,8 +42,11 @@ class EvalConfig(StrictModel):
     run_name: str | None = None  # default: "<policy>-<model name>"
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite runs/mlflow.db
     output_dir: str = "runs/eval/default"  # rows, predictions.parquet, plots (resumable)
-    policy: Literal["agent", "builtin"] = "agent"  # builtin: the no-model search-and-read floor
+    # builtin: the no-model search-and-read floor; decompose: AceSearcher's decompose-then-solve (the
+    # agent's backend and search settings, one greedy decomposition, one search per sub-question)
+    policy: Literal["agent", "builtin", "decompose"] = "agent"
     agent: AgentConfig = AgentConfig()  # backend (any HF or converted checkpoint) and the rollout loop
+    decompose: DecomposeConfig = DecomposeConfig()
     retriever: RetrieverConfig
     datasets: list[EvalDatasetConfig] = Field(min_length=1)
     chunk_size: int = Field(default=32, ge=1)  # questions per resumable part file
