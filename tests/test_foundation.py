@@ -127,6 +127,8 @@ RECIPE_MODELS = {
     "synth": "ramp.data.synthesis:SynthesisSettings",
     "experiment/ramp_effect": "ramp.experiment.config:RampEffectConfig",
     "experiment/ramp_effect_tiny": "ramp.experiment.config:RampEffectConfig",
+    "experiment/recipes": "ramp.experiment.config:RecipeComparisonConfig",
+    "experiment/recipes_tiny": "ramp.experiment.config:RecipeComparisonConfig",
     "demo/world": "ramp.experiment.config:RampEffectConfig",
     "experiment/prompts": "ramp.prompts:PromptTemplates",
     "demo/demo": "ramp.cli.demo:DemoConfig",

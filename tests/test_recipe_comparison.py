@@ -137,3 +137,27 @@ def test_a_typo_in_a_recipes_sets_fails_before_anything_runs(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="no stage"):
         load_config(RecipeComparisonConfig, "experiment/recipes_tiny", ["recipe_sets.research.nope=[x=1]"])
     assert not any(tmp_path.iterdir())
+
+
+def test_a_failing_recipe_is_a_row_of_failure_and_the_others_go_on(
+    comparison: tuple[RecipeComparisonConfig, dict[str, Any], Path],
+) -> None:
+    """Dynamic sampling on from a tiny policy that never answers: webdancer's DAPO finds no group with
+    reward spread and stops; the comparison records it (table, results.json, an MLflow child tagged
+    failed) and keeps every other row. Run last: it replaces webdancer's results in the shared output."""
+    cfg, first, root = comparison
+    sets = {"webdancer": {"dapo": ["algorithm.filter_groups=true", "algorithm.max_num_gen_batches=1"]}}
+    failing = cfg.model_copy(update={"recipe_sets": sets})
+    results = run_comparison(failing, only=["webdancer"], echo=lambda line: None)
+    assert results["failed"]["webdancer"][0]["error"].startswith("DynamicSamplingExhausted")
+    assert "webdancer" not in results["recipes"] and "webdancer" not in results["differences"]
+    assert results["recipes"]["zerosearch"] == first["recipes"]["zerosearch"]
+    table = (Path(cfg.output) / "results.md").read_text()
+    assert "| webdancer | failed on seed 0: DynamicSamplingExhausted" in table
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    parent = client.get_run(results["mlflow_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    failed = [r for r in children if r.data.tags.get("status") == "failed"]
+    assert [r.info.run_name for r in failed] == ["webdancer-seed0"]

@@ -1,9 +1,11 @@
 """``ramp experiment recipes``: which recipe teaches a policy to search best, on one world, one retriever,
 one cold start and one evaluation?
 
-Per seed (each its own world, :class:`ramp.cli.ramp_effect.SeedRun`): the world's data and initial policy
-(the cold start every recipe starts from), and WebDancer's synthesized questions (``ramp data synthesize``
-on the world's fact questions, with the world oracle's trajectories). Then every recipe
+Per seed (each its own world, :class:`ramp.cli.ramp_effect.SeedRun`): the world's data and initial policy,
+its one-search fact questions, WebDancer's synthesized questions (``ramp data synthesize`` on the fact
+questions, with the world oracle's trajectories) and the cold start every recipe starts from (the initial
+policy after SFT on the oracle's fact-question trajectories; evaluated too, the table's first row). Then
+every recipe
 (:func:`ramp.cli.recipes.run_recipe`: its stages, each fingerprinted) with the world's search settings
 (top-k, document length) forced on every stage that searches, and its evaluation on the seed's held-out
 questions (the agent loop, or decompose-then-solve for AceSearcher's). Jobs run in ``workers`` spawned
@@ -365,7 +367,7 @@ def _counts(run: SeedRun) -> dict[str, int]:
 
 def log_to_mlflow(config: RecipeComparisonConfig, results: dict[str, Any], out: Path) -> str:
     """One parent run (every recipe's means, the differences, the table and plot) with a child per recipe
-    and seed."""
+    and seed (a failed one tagged ``status: failed`` with its error)."""
     with mlflow_run(
         config.tracking.experiment, out.name, config.model_dump(mode="json"), uri=config.tracking.tracking_uri
     ) as mlflow:
@@ -388,4 +390,11 @@ def log_to_mlflow(config: RecipeComparisonConfig, results: dict[str, Any], out: 
                         }
                     )
                     mlflow.log_metrics({m: v["per_seed"][n] for m, v in row.items() if isinstance(v, dict)})
+        for name, seeds in results["failed"].items():
+            for seed, failure in seeds.items():
+                with mlflow.start_run(run_name=f"{name}-seed{seed}", nested=True):
+                    mlflow.log_params({"recipe": name, "seed": seed})
+                    mlflow.set_tags(
+                        {"status": "failed", "failed_step": failure["step"], "error": failure["error"]}
+                    )
     return str(parent)
