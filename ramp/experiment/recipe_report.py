@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ramp.experiment import statistics as stats
-from ramp.experiment.measures import metric_values, no_search_baselines
-from ramp.experiment.world import read_jsonl
+from ramp.experiment.measures import metric_values
+from ramp.experiment.report import no_search_table
 from ramp.recipes import Recipe
 
 QUALITY = ("first_query_accuracy", "both_hops_retrieved", "exact_match", "f1")  # compared with the reference
@@ -89,9 +90,10 @@ def collect_recipes(
 ) -> dict[str, Any]:
     """Everything ``results.json`` holds, from the seeds' recipe outputs under ``output`` (``recipes``:
     name -> recipe, or None for the cold start itself; ``counts``: per seed, the data sizes
-    :func:`extra_data` names)."""
+    :func:`extra_data` names, reported as their mean over seeds)."""
     outcomes: dict[str, list[list[dict[str, Any]]]] = {}
     rows: dict[str, list[dict[str, float]]] = {}
+    sizes = {k: round(statistics.fmean(c[k] for c in counts)) for k in counts[0]}  # mean over seeds
     for name in recipes:
         dirs = [recipe_dir(output, s, name) for s in range(seeds)]
         outcomes[name] = [_json(d / "eval" / "eval" / "outcomes.json") for d in dirs]
@@ -100,7 +102,7 @@ def collect_recipes(
         name: {
             **{m: {**stats.mean_std([r[m] for r in per_seed]), "per_seed": [r[m] for r in per_seed]}
               for m in RECIPE_METRICS},
-            "extra_data": extra_data(recipes[name], counts[0]),
+            "extra_data": extra_data(recipes[name], sizes),
             "stages": [s.kind for s in recipe.stages] if (recipe := recipes[name]) else [],
         }
         for name, per_seed in rows.items()
@@ -120,24 +122,11 @@ def collect_recipes(
         "reference": reference,
         "recipes": table,
         "differences": differences,
-        "baselines": _baselines(roots),
+        "baselines": no_search_table(roots),
         "seeds": [
             {"seed": s, "world_seed": _json(r / "data" / "data.json")["world_seed"]}
             for s, r in enumerate(roots)
         ],
-    }
-
-
-def _baselines(roots: Sequence[Path]) -> dict[str, dict[str, float]]:
-    per_seed = [
-        no_search_baselines(
-            read_jsonl(r / "data" / "qa-train.jsonl"), read_jsonl(r / "data" / "qa-test.jsonl")
-        )
-        for r in roots
-    ]
-    return {
-        name: {m: stats.mean_std([b[name][m] for b in per_seed])["mean"] for m in per_seed[0][name]}
-        for name in per_seed[0]
     }
 
 

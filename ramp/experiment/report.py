@@ -80,7 +80,7 @@ def collect(output: Path, seeds: int, arms: Sequence[str], threshold: float) -> 
             for arm in arms
         },
         "differences": {n: {m: d.to_dict() for m, d in diffs.items()} for n, diffs in differences.items()},
-        "baselines": _baselines(roots),
+        "baselines": no_search_table(roots),
         "a_stages": _a_stages(measures),
         "dapo": _dapo(roots, arms, measures),
         "seeds": [{"seed": s, "world_seed": d["world_seed"], "data": d} for s, d in enumerate(data)],
@@ -109,7 +109,7 @@ def _difference(
     )
 
 
-def _baselines(roots: Sequence[Path]) -> dict[str, dict[str, float]]:
+def no_search_table(roots: Sequence[Path]) -> dict[str, dict[str, float]]:
     """No-search guesses fitted on each seed's training questions, averaged over seeds."""
     per_seed = [
         no_search_baselines(
