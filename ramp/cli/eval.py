@@ -40,7 +40,9 @@ def format_corpus_stats(stats: dict[str, int], output: Path) -> str:
 def run(
     config: Annotated[str, typer.Option("--config", help="YAML config (default configs/eval.yaml)")] = "eval",
     overrides: Overrides = None,
-    policy: Annotated[str | None, typer.Option(help="agent | builtin (the no-model floor)")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="agent | builtin (the no-model floor) | decompose (AceSearcher)")
+    ] = None,
     output: Annotated[str | None, typer.Option(help="Output directory (overrides output_dir)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
