@@ -4,9 +4,10 @@ recipe comparison."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
+from pydantic import BaseModel
 
 from ramp.cli.demo import Demo, load_demo_config
 from ramp.cli.options import Overrides
@@ -18,6 +19,7 @@ from ramp.experiment.recipe_report import format_recipe_table
 from ramp.experiment.report import format_tables
 
 experiment_app = typer.Typer(no_args_is_help=True)
+M = TypeVar("M", bound=BaseModel)
 
 
 @experiment_app.command("demo")
@@ -57,10 +59,7 @@ def ramp_effect_command(
     """Arms A (RAMP SFT + DAPO + QA), A-mixed, B (QA only) and C (LM pretraining + QA) on held-out two-hop
     questions of generated worlds: prints the tables and the verdict, writes results.json, a plot and MLflow
     runs. A rerun recomputes exactly the stages whose settings or inputs changed."""
-    values: dict[str, object] = {"output": output, "seeds": seeds}
-    cfg = load_config(
-        RampEffectConfig, config, overrides or [], values={k: v for k, v in values.items() if v is not None}
-    )
+    cfg = _load(RampEffectConfig, config, overrides, output, seeds)
     results = run_experiment(cfg, echo=typer.echo)
     typer.echo(format_tables(results))
     typer.echo(
@@ -86,14 +85,16 @@ def recipes_command(
     """Every recipe of configs/recipes/ from one cold start in the RAMP-effect world (same retriever,
     top-k and held-out questions; each seed its own world): prints the table and the differences against
     masksearch, writes results.json, a plot and MLflow runs. A rerun recomputes exactly what changed."""
-    values: dict[str, object] = {"output": output, "seeds": seeds}
-    cfg = load_config(
-        RecipeComparisonConfig,
-        config,
-        overrides or [],
-        values={k: v for k, v in values.items() if v is not None},
-    )
+    cfg = _load(RecipeComparisonConfig, config, overrides, output, seeds)
     results = run_comparison(cfg, only=only or [], echo=typer.echo)
     typer.echo(format_recipe_table(results))
     typer.echo(json.dumps({"output": cfg.output, "mlflow_run_id": results["mlflow_run_id"]}))
     typer.echo(f"plot: {cfg.output}/recipes.png   results: {cfg.output}/results.json")
+
+
+def _load(
+    model: type[M], config: str, overrides: list[str] | None, output: str | None, seeds: int | None
+) -> M:
+    """An experiment's config with ``--output`` and ``--seeds`` (when given) over the file, then ``--set``."""
+    values = {k: v for k, v in (("output", output), ("seeds", seeds)) if v is not None}
+    return load_config(model, config, overrides or [], values=values)

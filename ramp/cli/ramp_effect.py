@@ -505,18 +505,36 @@ def log_to_mlflow(config: RampEffectConfig, results: dict[str, Any], out: Path) 
         parent = mlflow.active_run().info.run_id
         mlflow.set_tag("verdict", results["verdict"])
         mlflow.log_metric("gate/ramp_copy_rate", results["gate"]["ramp_copy_rate"])
-        for arm, metrics in results["arms"].items():
-            mlflow.log_metrics({f"{arm}/{m}": v["mean"] for m, v in metrics.items()})
-        for name, diffs in results["differences"].items():
-            mlflow.log_metrics({f"diff/{name}/{m}": d["mean"] for m, d in diffs.items()})
-        mlflow.log_artifact(str(out / "results.md"))
-        mlflow.log_artifact(str(out / "ramp_effect.png"))
-        for arm, metrics in results["arms"].items():
-            for n, seed in enumerate(results["seeds"]):
-                with mlflow.start_run(run_name=f"{arm}-seed{seed['seed']}", nested=True):
-                    mlflow.log_params({"arm": arm, "seed": seed["seed"], "world_seed": seed["world_seed"]})
-                    mlflow.log_metrics({m: v["per_seed"][n] for m, v in metrics.items()})
+        log_rows(mlflow, "arm", results["arms"], results, (out / "results.md", out / "ramp_effect.png"))
     return str(parent)
+
+
+def log_rows(
+    mlflow: Any,
+    kind: str,
+    rows: dict[str, dict[str, Any]],
+    results: dict[str, Any],
+    artifacts: Sequence[Path],
+    params: Callable[[str], dict[str, Any]] = lambda name: {},
+) -> None:
+    """Into the active (parent) run: each row's means (``ROW/metric``), the differences' means
+    (``diff/NAME/metric``) and ``artifacts``; then a child run per row and seed with its per-seed values
+    and params ``{kind: row, seed, world_seed, **params(row)}``. Row entries that are not metrics are
+    skipped."""
+    metrics = {name: {m: v for m, v in row.items() if isinstance(v, dict)} for name, row in rows.items()}
+    for name, values in metrics.items():
+        mlflow.log_metrics({f"{name}/{m}": v["mean"] for m, v in values.items()})
+    for name, diffs in results["differences"].items():
+        mlflow.log_metrics({f"diff/{name}/{m}": d["mean"] for m, d in diffs.items()})
+    for path in artifacts:
+        mlflow.log_artifact(str(path))
+    for name, values in metrics.items():
+        for n, seed in enumerate(results["seeds"]):
+            with mlflow.start_run(run_name=f"{name}-seed{seed['seed']}", nested=True):
+                mlflow.log_params(
+                    {kind: name, "seed": seed["seed"], "world_seed": seed["world_seed"], **params(name)}
+                )
+                mlflow.log_metrics({m: v["per_seed"][n] for m, v in values.items()})
 
 
 # ------------------------------------------------------------------------------------- the demo's world

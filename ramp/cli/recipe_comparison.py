@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from ramp.agent.task import Task, task_from_qa
-from ramp.cli.ramp_effect import Echo, SeedRun, run_jobs
+from ramp.cli.ramp_effect import Echo, SeedRun, log_rows, run_jobs
 from ramp.cli.ramp_effect_data import world_seed, write_trajectories
-from ramp.cli.recipes import RecipeData, run_recipe
+from ramp.cli.recipes import RecipeData, run_recipe, stage_output
 from ramp.cot.trajectories import Trajectory
 from ramp.data.synthesis import SynthesisSettings
 from ramp.experiment.config import RecipeComparisonConfig, flatten
@@ -46,7 +46,7 @@ from ramp.logs import quiet_logs
 from ramp.pipelines.synthesize import run_synthesize
 from ramp.prompts import load_templates
 from ramp.recipes import RL_KINDS, Recipe, load_recipe
-from ramp.retrieval.env import SearchEnv
+from ramp.retrieval.env import SearchConfig, SearchEnv
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.seeding import record_rng
 from ramp.stages import Stage, run_stage
@@ -186,10 +186,9 @@ def recipe_data(run: SeedRun) -> RecipeData:
     )
 
 
-def recipe_sets(config: RecipeComparisonConfig, recipe: Recipe) -> dict[str, list[str]]:
+def recipe_sets(config: RecipeComparisonConfig, recipe: Recipe, search: SearchConfig) -> dict[str, list[str]]:
     """Each stage's sets: the comparison's sizes, then the world's search settings on every stage that
     searches (one retriever and top-k for every recipe)."""
-    search = config.world().search
     forced = [f"search.top_k={search.top_k}", f"search.max_chars_per_doc={search.max_chars_per_doc}"]
     return {
         stage.name: [
@@ -270,7 +269,7 @@ def _train(config: RecipeComparisonConfig, run: SeedRun, name: str) -> str:
         cold_start(config, run),
         workdir,
         recipe_data(run),
-        recipe_sets(config, recipe),
+        recipe_sets(config, recipe, run.config.search),
         seed=run.seed,
         tracking_uri=tracking_uri(workdir),
         echo=print,
@@ -299,9 +298,8 @@ def _evaluate_cold_start(config: RecipeComparisonConfig, run: SeedRun) -> str:
 
 def _final_policy(recipe: Recipe, workdir: Path) -> Path:
     """The policy after the recipe's last stage that trains it (a simulator stage does not)."""
-    trained = [n for n, s in enumerate(recipe.stages) if s.kind != "simulator"]
-    stage = recipe.stages[trained[-1]]
-    return workdir / f"{trained[-1]}-{stage.name}" / "policy"
+    n = max(n for n, s in enumerate(recipe.stages) if s.kind != "simulator")
+    return stage_output(workdir, n, recipe.stages[n]) / "policy"
 
 
 def run_comparison(
@@ -372,24 +370,14 @@ def log_to_mlflow(config: RecipeComparisonConfig, results: dict[str, Any], out: 
         config.tracking.experiment, out.name, config.model_dump(mode="json"), uri=config.tracking.tracking_uri
     ) as mlflow:
         parent = mlflow.active_run().info.run_id
-        for name, row in results["recipes"].items():
-            mlflow.log_metrics({f"{name}/{m}": v["mean"] for m, v in row.items() if isinstance(v, dict)})
-        for name, diffs in results["differences"].items():
-            mlflow.log_metrics({f"diff/{name}/{m}": d["mean"] for m, d in diffs.items()})
-        mlflow.log_artifact(str(out / "results.md"))
-        mlflow.log_artifact(str(out / "recipes.png"))
-        for name, row in results["recipes"].items():
-            for n, seed in enumerate(results["seeds"]):
-                with mlflow.start_run(run_name=f"{name}-seed{seed['seed']}", nested=True):
-                    mlflow.log_params(
-                        {
-                            "recipe": name,
-                            "seed": seed["seed"],
-                            "world_seed": seed["world_seed"],
-                            "stages": ",".join(row["stages"]),
-                        }
-                    )
-                    mlflow.log_metrics({m: v["per_seed"][n] for m, v in row.items() if isinstance(v, dict)})
+        log_rows(
+            mlflow,
+            "recipe",
+            results["recipes"],
+            results,
+            (out / "results.md", out / "recipes.png"),
+            lambda name: {"stages": ",".join(results["recipes"][name]["stages"])},
+        )
         for name, seeds in results["failed"].items():
             for seed, failure in seeds.items():
                 with mlflow.start_run(run_name=f"{name}-seed{seed}", nested=True):

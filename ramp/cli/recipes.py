@@ -95,7 +95,7 @@ def run_recipe(
     runner = StageRunner(root / STATE_DIR, echo=echo)
     runs = []
     for n, stage in enumerate(recipe.stages):
-        out = root / f"{n}-{stage.name}"
+        out = stage_output(root, n, stage)
         sets = list((overrides or {}).get(stage.name, ()))
         config, extra = _stage_config(stage, out, policy, simulator, data, sets, seed, tracking_uri)
         reads = [Path(v) for v in data.model_dump().values() if v and Path(v).exists()]
@@ -115,6 +115,11 @@ def run_recipe(
             policy = out / "policy"
         runs.append(StageRun(stage.name, stage.kind, out, policy, outcome.status == "ran"))
     return RecipeRun(recipe.name, recipe.inference, policy, tuple(runs))
+
+
+def stage_output(workdir: Path, n: int, stage: RecipeStage) -> Path:
+    """Where a recipe's ``n``-th stage writes (its policy under ``policy/``)."""
+    return workdir / f"{n}-{stage.name}"
 
 
 def _questions(stage: RecipeStage, data: RecipeData) -> tuple[str, str]:
