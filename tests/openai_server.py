@@ -35,6 +35,8 @@ class ScriptedOpenAIServer:
         self.vllm_stop_reason = vllm_stop_reason
         self.requests: list[dict[str, Any]] = []
         self.delay_s = 0.0
+        self.max_in_flight = 0  # the most requests answered at once (concurrency, seen from the server)
+        self._in_flight = 0
         self._failures: list[int] = []
         self._lock = threading.Lock()
         self._server = JsonServer(self._answer)
@@ -58,8 +60,12 @@ class ScriptedOpenAIServer:
         with self._lock:
             self.requests.append({"path": path, "body": body})
             failure = self._failures.pop(0) if self._failures else None
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
         if self.delay_s:
             time.sleep(self.delay_s)
+        with self._lock:
+            self._in_flight -= 1
         if failure is not None:
             return failure, {"error": {"message": "injected failure", "code": failure}}
         if path not in ("/v1/chat/completions", "/v1/completions"):
