@@ -5,7 +5,8 @@
 behaves like ``vllm serve``: it cuts the text before the first of ``body["stop"]`` and reports it in
 ``stop_reason`` (``vllm_stop_reason=False`` mimics plain OpenAI, which does not say which stop matched),
 and ``finish_reason`` ``stop``/``length``. ``requests`` records every request body (thread-safe);
-``fail_next(n, status)`` answers the next ``n`` requests with an error, ``delay_s`` slows every answer.
+``fail_next(n, status)`` answers the next ``n`` requests with an error, ``delay_s`` slows every answer,
+``max_in_flight`` records the most requests answered at once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ScriptedOpenAIServer:
         self.vllm_stop_reason = vllm_stop_reason
         self.requests: list[dict[str, Any]] = []
         self.delay_s = 0.0
-        self.max_in_flight = 0  # the most requests answered at once (concurrency, seen from the server)
+        self.max_in_flight = 0
         self._in_flight = 0
         self._failures: list[int] = []
         self._lock = threading.Lock()
