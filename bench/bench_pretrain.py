@@ -2,17 +2,18 @@
 position ("all") and at the loss-carrying positions only ("loss"), on two shapes, in one run.
 
 Shapes: ``experiment`` (the RAMP-effect experiment's policy: hidden 64, intermediate 192, 2 layers, 4 heads,
-2 KV heads, vocabulary 3,146, seq 1,024, micro = global batch 2) and ``0.5b`` (Qwen2.5-0.5B: hidden 896,
-24 layers, 14 heads, 2 KV heads, intermediate 4,864, vocabulary 151,936, tied embeddings; seq 512, a few
-steps of global batch 1). Both trainers start from random weights and train on the rows of one
-``ramp pretrain prepare`` shard set built from RAMP-shaped trajectories (the real system and user prompts,
-one search, a retrieved passage: 10-14% of the positions of a packed row carry loss), drawn through the
-same megatron dataset in the same order, with the masked per-token loss, AdamW, cosine LR and gradient
-clipping. The baseline is ``Qwen2ForCausalLM`` (SDPA, plain causal attention over the row, no megatron);
-its "loss" variant runs the decoder, gathers the loss positions and applies ``lm_head`` there (checked
-once per run: same loss and gradients as "all"). Tokens/s counts non-pad tokens, first step excluded, per
-second of wall time and per second of the process's CPU time (steadier on a shared machine); each round
-runs every variant in turn, so load drift hits all of them; the load average is printed before each round.
+2 KV heads, word-level vocabulary 3,264, tied embeddings, seq 1,024, micro = global batch 4) and ``0.5b``
+(Qwen2.5-0.5B: hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4,864, vocabulary 151,936, tied
+embeddings; seq 512, a few steps of global batch 1). Both trainers start from random weights and train on
+the rows of one ``ramp pretrain prepare`` shard set built from RAMP-shaped trajectories (the real system and
+user prompts, one search, a retrieved passage: 10-14% of the positions of a packed row carry loss), drawn
+through the same megatron dataset in the same order, with the masked per-token loss, AdamW, cosine LR and
+gradient clipping. The baseline is ``Qwen2ForCausalLM`` (SDPA, plain causal attention over the row, no
+megatron); its "loss" variant runs the decoder, gathers the loss positions and applies ``lm_head`` there
+(checked once per run: same loss and gradients as "all"). Tokens/s counts non-pad tokens, first step
+excluded, per second of wall time and per second of the process's CPU time (steadier on a shared machine);
+each round runs every variant in turn, so load drift hits all of them; the load average is printed before
+each round.
 
 Targets (issue 20): megatron / transformers >= 0.9 (the CPU path must not be pathological); loss / all
 >= 1.8 on the experiment's shape; a measured loss / all on the 0.5B shape.
@@ -57,12 +58,12 @@ SHAPES: dict[str, dict[str, Any]] = {
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            vocab_size=3146,
-            tie_word_embeddings=False,
+            vocab_size=3264,  # the word-level tokenizer of a world (seed 1: 3,264; seed 0: 3,269)
+            tie_word_embeddings=True,
         ),
         "seq_length": 1024,
-        "micro_batch": 2,
-        "global_batch": 2,
+        "micro_batch": 4,
+        "global_batch": 4,
         "steps": 40,
     },
     "0.5b": {

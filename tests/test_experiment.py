@@ -185,6 +185,7 @@ def test_tiny_experiment_end_to_end(tiny_run: tuple[RampEffectConfig, dict[str, 
     for seed in range(cfg.seeds):
         data = json.loads((out / f"seed-{seed}" / "data" / "data.json").read_text())
         assert data["ramp_trajectories"] > 0 and data["questions"]["test"] == cfg.questions.test
+        assert data["ramp_renamed_copies"] == cfg.renamed_copies * data["ramp_trajectories"] > 0
         held_out = [
             json.loads(x) for x in (out / f"seed-{seed}" / "data" / "qa-test.jsonl").read_text().splitlines()
         ]

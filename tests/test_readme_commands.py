@@ -557,7 +557,7 @@ ENTRIES = [
     Entry(
         "experiment-ramp-effect",
         "ramp experiment ramp-effect --config configs/experiment/ramp_effect.yaml [--output DIR] [--seeds N]",
-        skip="the full run takes about 31 minutes on 2 cores; tests/test_experiment.py runs its engine "
+        skip="the full run takes about 19 minutes on 2 cores; tests/test_experiment.py runs its engine "
         "end to end at tiny size (configs/experiment/ramp_effect_tiny.yaml) and reruns it",
     ),
     Entry(

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ramp.cot.trajectories import Trajectory
+from ramp.experiment.renaming import renamed_copies
 from ramp.experiment.world import (
     PHRASINGS,
+    Lookup,
     World,
     dpr_rows,
     generate_world,
@@ -147,3 +150,66 @@ def test_question_split_is_seeded_and_disjoint(world: World) -> None:
     assert train != split_questions(world, 10, 40, seed=2)[0]
     with pytest.raises(ValueError, match="questions asked"):
         split_questions(world, len(world.questions), 1)
+
+
+def _lookup_trajectory(world: World, lookup: Lookup) -> Trajectory:
+    """An oracle-shaped RAMP trajectory of one lookup: the passage with its value masked, the search, the
+    result, the answer."""
+    texts = {a.id: a.text for a in world.articles}
+    return Trajectory(
+        sample_id=f"{lookup.article_id}#0",
+        kind="ramp",
+        teacher="world-oracle",
+        teacher_model="",
+        round=0,
+        messages=(
+            {"role": "user", "content": texts[lookup.article_id].replace(lookup.value, "[mask]", 1)},
+            {"role": "assistant", "content": f"<search> {lookup.query}</search>"},
+            {"role": "tool", "content": f"<result>\n{texts[lookup.source_id]}\n</result>"},
+            {"role": "assistant", "content": f"<answer> {lookup.value}</answer>"},
+        ),
+        answer=lookup.value,
+        fills=(lookup.value,),
+        golds=(lookup.value,),
+        score=1.0,
+        reward=1.0,
+        verified=True,
+        num_masks=1,
+        queries=(lookup.query,),
+        retrieved_doc_ids=((lookup.source_id,),),
+        exclude_doc_ids=(lookup.article_id,),
+    )
+
+
+def test_renamed_copies_permute_names_consistently_and_never_use_held_out_ones(world: World) -> None:
+    """Each copy replaces every world name by another of its kind, the same way everywhere in the copy
+    (so its query still copies a name its passage shows), injectively, with names not held out; the rest
+    of the text is untouched; copies are seeded."""
+    originals = [_lookup_trajectory(world, x) for x in world.lookups[:40]]
+    copies = renamed_copies(originals, world, copies=2)
+    assert copies == renamed_copies(originals, world, copies=2)
+    assert [c.sample_id for c in copies[:2]] == [
+        f"{originals[0].sample_id}~renamed0",
+        f"{originals[1].sample_id}~renamed0",
+    ]
+    kind = {a.title: a.kind for a in world.articles}
+    held = {a.title for a in world.articles if a.id in world.held_out}
+    renamed = 0
+    for n, copy in enumerate(copies):
+        original = originals[n % len(originals)]
+        mapping: dict[str, str] = {}
+        for before, after in zip(original.messages, copy.messages, strict=True):
+            words, new_words = before["content"].split(), after["content"].split()
+            assert len(words) == len(new_words)  # every name has as many words as its replacement
+            for word, new in zip(words, new_words, strict=True):
+                stem, new_stem = word.strip(".,;:<>/"), new.strip(".,;:<>/")
+                if stem == new_stem and stem not in kind:
+                    continue
+                assert mapping.setdefault(stem, new_stem) == new_stem  # the same name, the same way
+        assert len(set(mapping.values())) == len(mapping)  # injective
+        assert all(name not in held for name in mapping.values())
+        named = [mapping[t] for t in mapping if t in original.queries[0]]  # the query's names, renamed
+        assert named and all(t in copy.queries[0] and t in copy.messages[0]["content"] for t in named)
+        assert copy.answer in copy.messages[2]["content"] and copy.fills == (copy.answer,)
+        renamed += copy.queries[0] != original.queries[0]
+    assert renamed > 0.9 * len(copies)

@@ -101,9 +101,17 @@ class SeedRun:
     def setup(self) -> list[Stage]:
         """The seed's world and data, and its initial policy (every arm's and recipe's cold start)."""
         c = self.config
-        data_settings = c.model_dump(
-            mode="json", include={"world", "questions", "prompts", "search", "draws", "data", "answerability"}
-        )
+        data_fields = {
+            "world",
+            "questions",
+            "prompts",
+            "search",
+            "draws",
+            "renamed_copies",
+            "data",
+            "answerability",
+        }
+        data_settings = c.model_dump(mode="json", include=data_fields)
         data = Stage(
             "data",
             lambda: build_seed_data(c, self.seed, self.data),

@@ -4,7 +4,7 @@ are measured on (``OUTPUT/seed-N/data``).
 world -> ``ramp data build`` (tagged spans; ``draws`` mask draws) -> ``ramp index build`` ->
 ``ramp data answerability`` -> world-oracle trajectories, split three ways by what their searches name:
 
-- ``ramp-trajectories/``: RAMP SFT's trajectories;
+- ``ramp-trajectories/``: RAMP SFT's trajectories, with ``renamed_copies`` renamed copies of each;
 - ``rl-heldout/``: a seeded share of the trainable tasks that RAMP SFT never sees: the gate's copy rate after
   RAMP SFT, then DAPO's tasks (its answer reward before/after on the same samples);
 - ``rl-heldout-entities/``: tasks whose searches name a held-out entity (reported separately).
@@ -33,6 +33,7 @@ from ramp.cot.trajectories import TRAJECTORY_SCHEMA, Trajectory
 from ramp.data.samples import Sample
 from ramp.experiment.config import RampEffectConfig, stage_config
 from ramp.experiment.oracle import qa_trajectory, ramp_steps, ramp_trajectory
+from ramp.experiment.renaming import renamed_copies
 from ramp.experiment.world import (
     Question,
     World,
@@ -92,7 +93,9 @@ def build_seed_data(config: RampEffectConfig, seed: int, out: Path) -> dict[str,
         env = SearchEnv(retriever, config.search)
         verified = _verified_questions(world, retriever, config.search.top_k)
         train, test = split_questions(verified, config.questions.train, config.questions.test, world.seed)
-        ramp = _write_ramp_sets(out, [out / "answerable", *draws], world, env, templates)
+        ramp = _write_ramp_sets(
+            out, [out / "answerable", *draws], world, env, templates, config.renamed_copies
+        )
         qa = _write_qa_sets(out, world, verified.questions, train, test, config, env, templates)
     finally:
         retriever.close()
@@ -122,10 +125,16 @@ def _verified_questions(world: World, retriever: LuceneRetriever, k: int) -> Wor
 
 
 def _write_ramp_sets(
-    out: Path, sources: Sequence[Path], world: World, env: SearchEnv, templates: PromptTemplates
+    out: Path,
+    sources: Sequence[Path],
+    world: World,
+    env: SearchEnv,
+    templates: PromptTemplates,
+    copies: int,
 ) -> dict[str, Any]:
     """Oracle trajectories of every distinct masked passage in ``sources``, split into the training,
-    held-out-task and held-out-entity sets (trajectories and their samples)."""
+    held-out-task and held-out-entity sets (trajectories and their samples); the training set with
+    ``copies`` renamed copies of each trajectory (:mod:`ramp.experiment.renaming`)."""
     lookups = {(x.article_id, x.value): x for x in world.lookups}
     names = {a.id: a.title for a in world.articles}
     sets: dict[str, list[tuple[dict[str, Any], Trajectory, str]]] = {
@@ -149,7 +158,8 @@ def _write_ramp_sets(
         else:
             kept = "train"
         sets[kept].append((row, made, names[steps[0].subject]))
-    write_trajectories(out / "ramp-trajectories", [t for _, t, _ in sets["train"]])
+    trained = [t for _, t, _ in sets["train"]]
+    write_trajectories(out / "ramp-trajectories", [*trained, *renamed_copies(trained, world, copies)])
     for name in ("heldout", "heldout-entities"):  # tasks, not trajectories: what DAPO and the measures read
         members = sets[name]
         samples = out / f"rl-{name}"
@@ -161,6 +171,7 @@ def _write_ramp_sets(
     by_k = Counter(str(t.num_masks) for _, t, _ in sets["train"])
     return {
         "ramp_trajectories": len(sets["train"]),
+        "ramp_renamed_copies": copies * len(sets["train"]),
         "ramp_trajectories_by_k": dict(sorted(by_k.items())),
         "ramp_heldout_tasks": len(sets["heldout"]),
         "ramp_heldout_entity_tasks": len(sets["heldout-entities"]),

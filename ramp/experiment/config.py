@@ -99,6 +99,7 @@ class RampEffectConfig(StrictModel):
     prompts: str = "prompts"  # task prompt templates of every stage (recipe name or YAML path)
     search: SearchConfig = SearchConfig(top_k=1, max_chars_per_doc=400)
     draws: int = Field(default=3, ge=1)  # mask draws of the world's articles (more RAMP tasks)
+    renamed_copies: int = Field(default=0, ge=0)  # per RAMP SFT trajectory (ramp.experiment.renaming)
     data: dict[str, Any] = Field(default_factory=dict)  # partial configs/data.yaml
     answerability: dict[str, Any] = Field(default_factory=dict)  # partial configs/retrieval.yaml
     ramp_sft: dict[str, Any] = Field(default_factory=dict)  # A's RAMP SFT; C's LM pretraining, same rows
