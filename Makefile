@@ -53,16 +53,20 @@ lint: setup
 	$(VENV)/bin/mypy $(PACKAGES)
 	$(PY) .ci/check_imports.py
 
+# One OpenMP/MKL thread per process: the two test processes and the workers they start share the cores
+# (oversubscribed, torch's tiny matrices run slower on two threads than on one).
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 # Two processes, each test file kept on one (module fixtures such as the README workspace stay whole);
 # then the verl tests in verl's environment (they skip in .venv, where verl is not installed).
 test: lint $(VERL_VENV)/.installed
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile
-	$(VERL_PY) -m pytest -q -n 2 --dist loadfile $(VERL_TESTS)
+	$(TEST_ENV) $(VENV)/bin/pytest -q -n 2 --dist loadfile
+	$(TEST_ENV) $(VERL_PY) -m pytest -q -n 2 --dist loadfile $(VERL_TESTS)
 
 # The fast tier, without lint (under 3 minutes on 2 cores): every test module but those marked heavy, which
 # start torch, Beam, Java or Megatron subprocesses (tests/conftest.py lists them).
 test-fast: setup
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not heavy"
+	$(TEST_ENV) $(VENV)/bin/pytest -q -n 2 --dist loadfile -m "not heavy"
 
 bench: setup
 	$(PY) bench/bench_data.py

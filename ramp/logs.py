@@ -11,7 +11,6 @@ Contexts nest: an inner stage writes its own file and keeps the outer context's 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -125,16 +124,14 @@ def _console() -> TextIO:
     return os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
 
 
-def logged_call(log: str | Path, target: str, args: tuple[Any, ...]) -> None:
-    """The entry of a spawned worker whose whole output belongs in ``log``: file descriptors 1 and 2 (and
-    ``sys.stdout``/``sys.stderr``) point at it before ``target`` (``module:function``) is imported, so the
-    engines' start-up chatter and every progress bar of the work land there; then ``function(*args)``."""
+def redirect_output(log: str | Path) -> None:
+    """Point file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``) at ``log`` (appending): a spawned
+    worker's whole output, the engines' start-up chatter and every progress bar included, belongs there."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     sys.stdout = sys.stderr = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    module, function = target.split(":")
-    getattr(importlib.import_module(module), function)(*args)

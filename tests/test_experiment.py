@@ -223,16 +223,22 @@ def _stage_times(out: Path) -> dict[str, int]:
     }
 
 
+def _job_logs(out: Path) -> dict[Path, int]:
+    """Every job log's modification time (a job that runs on a worker appends to its log)."""
+    return {p: p.stat().st_mtime_ns for p in sorted(out.glob("logs/seed-*.log"))}
+
+
 def test_tiny_experiment_reruns_exactly_what_a_setting_changes(
     tiny_run: tuple[RampEffectConfig, dict[str, Any], Path],
 ) -> None:
-    """Unchanged: nothing reruns and the results are the same. One DAPO setting changed: DAPO and
-    everything after it rerun (and report the new setting), nothing before it or in other arms."""
+    """Unchanged: nothing reruns (no worker starts) and the results are the same. One DAPO setting
+    changed: DAPO and everything after it rerun (and report the new setting), nothing before it or in
+    other arms."""
     cfg, first, _ = tiny_run
     out = Path(cfg.output)
-    before = _stage_times(out)
+    before, logs = _stage_times(out), _job_logs(out)
     again = run_experiment(cfg, echo=lambda line: None)
-    assert _stage_times(out) == before
+    assert _stage_times(out) == before and _job_logs(out) == logs  # no job even started a worker
     assert {k: v for k, v in again.items() if k != "mlflow_run_id"} == {
         k: v for k, v in first.items() if k != "mlflow_run_id"
     }

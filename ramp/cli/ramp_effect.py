@@ -18,24 +18,23 @@ after each stage of A the held-out RAMP copy rate and answer reward and the zero
 on the test questions are recorded. Arms are compared on the held-out questions with paired intervals
 over seeds and a verdict (:mod:`ramp.experiment.statistics`).
 
-The run has three phases, each a pool of ``workers`` processes (one torch thread each): every seed's
-stages before its QA stage; the QA grid on one world; every seed's QA stages and evaluations. Each
-process logs to ``OUTPUT/logs/``; the console shows one line per stage and a progress bar.
+The run has three phases on one pool of ``workers`` processes (one torch thread each): every seed's
+stages before its QA stage; the QA grid on one world; every seed's QA stages and evaluations. Each job
+logs to ``OUTPUT/logs/``; a job whose stages are all done is skipped without a worker; the console
+shows one line per stage and a progress bar.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import multiprocessing
 import os
-import queue
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,6 @@ from tqdm import tqdm
 
 from ramp.agent.config import RolloutConfig
 from ramp.cli.ramp_effect_data import build_seed_data
-from ramp.errors import UserError
 from ramp.eval.run import run_eval
 from ramp.experiment.config import RampEffectConfig, stage_config
 from ramp.experiment.measures import question_outcomes, summarize_outcomes
@@ -56,18 +54,19 @@ from ramp.experiment.report import collect, format_tables, plot
 from ramp.experiment.world import read_jsonl
 from ramp.finetune.dapo import train
 from ramp.finetune.sft import run_sft, sft_overrides
-from ramp.logs import logged_call, quiet_logs
+from ramp.logs import quiet_logs
 from ramp.prompts import load_templates
 from ramp.retrieval.env import SearchEnv
 from ramp.retrieval.lucene import LuceneRetriever
-from ramp.stages import Stage, run_stage
+from ramp.stages import Stage, StageRunner, run_stage
 from ramp.tracking import mlflow_run
 from ramp.train.init import init_policy
+from ramp.workers import Job, WorkerPool
 
 DATASET = "world"
 PRE_QA = {"A": "A/dapo/policy", "A-mixed": "A-mixed/dapo/policy", "B": "init", "C": "C/lm/policy"}
 EARLIER = {"A": "A/ramp-sft/shards", "A-mixed": "A/ramp-sft/shards", "C": "C/lm/shards"}  # mixed into QA
-WORKER = f"{__name__}:run_seed_job"  # a worker process's job (ramp.logs.logged_call)
+WORKER = f"{__name__}:run_seed_job"  # a worker process's job (ramp.workers)
 A_MEASURED = ("init", "ramp-sft", "dapo")  # A's stages measured before its QA stage
 Echo = Callable[[str], None]
 
@@ -350,23 +349,27 @@ def dev_score(summary: dict[str, float]) -> float:
 # ---------------------------------------------------------------------------------------- processes
 
 
-def run_seed_job(config_json: str, phase: str, seed: int, arm: str, choice: list[Any], events: Any) -> None:
-    """A worker's job: one seed's stages of a phase (or one grid point), each through the stage primitive,
-    reported to the parent as events."""
-    torch.set_num_threads(1)
-    config = RampEffectConfig.model_validate_json(config_json)
+def job_stages(config: RampEffectConfig, phase: str, seed: int, arm: str, choice: Any) -> list[Stage]:
+    """A job's stages: one seed's stages of a phase, or one grid point."""
     run = SeedRun(config, seed)
     if phase == "before_qa":
-        stages = run.before_qa()
-    elif phase == "grid":
-        stages = run.grid(arm, QAChoice(*choice))
-    else:
-        stages = run.qa(arm, QAChoice(*choice))
-    for stage in stages:
+        return run.before_qa()
+    if phase == "grid":
+        return run.grid(arm, QAChoice(*choice))
+    return run.qa(arm, QAChoice(*choice))
+
+
+def run_seed_job(config_json: str, phase: str, seed: int, arm: str, choice: list[Any], events: Any) -> None:
+    """A worker's job: its stages (:func:`job_stages`), each through the stage primitive, reported to the
+    parent as events."""
+    torch.set_num_threads(1)
+    config = RampEffectConfig.model_validate_json(config_json)
+    state = SeedRun(config, seed).root / ".stages"
+    for stage in job_stages(config, phase, seed, arm, choice):
         events.put(("start", seed, stage.name))
         started = time.monotonic()
         try:
-            outcome = run_stage(stage, run.root / ".stages", echo=print)
+            outcome = run_stage(stage, state, echo=print)
         except BaseException as err:
             traceback.print_exc()  # into the worker's log
             events.put(
@@ -376,50 +379,37 @@ def run_seed_job(config_json: str, phase: str, seed: int, arm: str, choice: list
         events.put((outcome.status, seed, stage.name, time.monotonic() - started))
 
 
-class JobFailed(UserError):
-    """A worker's job failed; its log (named in the message) holds the traceback."""
+def seed_job_done(config: RampEffectConfig, job: tuple[str, int, str, Any]) -> list[str] | None:
+    """The names of the job's stages when every one is done (its worker would only skip them), else None."""
+    phase, seed, arm, choice = job
+    stages = job_stages(config, phase, seed, arm, choice)
+    runner = StageRunner(SeedRun(config, seed).root / ".stages")
+    return [s.name for s in stages] if all(runner.done(s) for s in stages) else None
 
 
 def run_jobs(
+    pool: WorkerPool,
     jobs: Sequence[tuple[str, int, str, Any]],
     config: Any,
     echo: Echo,
     total: int,
-    worker: str = WORKER,
+    done: Callable[[tuple[str, int, str, Any]], list[str] | None],
     keep_going: bool = False,
 ) -> list[str]:
-    """Run ``jobs`` (phase, seed, arm, choice) in ``config.workers`` spawned processes, each the entry
-    ``worker`` (``module:function``) with the config as JSON; print one line per stage as workers report
-    them, with a progress bar over ``total`` stages. A failed job fails the run, or with ``keep_going``
-    the others go on and the failed jobs' names are returned."""
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, tqdm(total=total, desc="stages", unit="stage", leave=False) as bar:
-        events = manager.Queue()
-        pending = [(config.model_dump_json(), *job, events) for job in jobs]
-        running: list[Any] = []
-        failed: list[str] = []
-        while pending or running:
-            while pending and len(running) < config.workers:
-                job = pending.pop(0)
-                name = f"seed-{job[2]}-{job[1]}{'-' + job[3] if job[3] else ''}"
-                log = str(Path(config.output) / "logs" / f"{name}.log")
-                process = context.Process(target=logged_call, args=(log, worker, job), name=name)
-                process.start()
-                running.append(process)
-            with contextlib.suppress(queue.Empty):
-                _report(events.get(timeout=1.0), bar, echo)
-            for process in [p for p in running if not p.is_alive()]:
-                running.remove(process)
-                if process.exitcode != 0 and keep_going:
-                    failed.append(process.name)
-                elif process.exitcode != 0:
-                    for other in running:
-                        other.terminate()
-                    failed_log = Path(config.output) / "logs" / f"{process.name}.log"
-                    raise JobFailed(f"{process.name} failed (exit code {process.exitcode}); see {failed_log}")
-        while not events.empty():  # the last jobs' last lines
-            _report(events.get(), bar, echo)
-    return failed
+    """Run ``jobs`` (phase, seed, arm, choice) on ``pool``'s workers, each called with the config as JSON;
+    print one line per stage as workers report them, with a progress bar over ``total`` stages. A job
+    whose stages are all ``done`` is reported skipped without a worker. A failed job fails the run, or
+    with ``keep_going`` the others go on and the failed jobs' names are returned."""
+    with tqdm(total=total, desc="stages", unit="stage", leave=False) as bar:
+        todo = []
+        for job in jobs:
+            finished = done(job)
+            for name in finished or ():
+                _report(("skipped", job[1], name, 0.0), bar, echo)
+            if finished is None:
+                name = f"seed-{job[1]}-{job[0]}{'-' + job[2] if job[2] else ''}"
+                todo.append(Job(name, (config.model_dump_json(), *job)))
+        return pool.run(todo, lambda event: _report(event, bar, echo), keep_going)
 
 
 def _report(event: tuple[Any, ...], bar: Any, echo: Echo) -> None:
@@ -448,23 +438,27 @@ def run_experiment(config: RampEffectConfig, echo: Echo = print) -> dict[str, An
     seeds = range(config.seeds)
     arms = config.arms()
     echo(f"RAMP effect -> {out}: {config.seeds} seeds, arms {', '.join(arms)}; logs in {out / 'logs'}")
-    phase1 = [("before_qa", s, "", None) for s in seeds]
-    run_jobs(phase1, config, echo, sum(len(SeedRun(config, s).before_qa()) for s in seeds))
-    grid = [(arm, choice) for arm in arms for choice in grid_choices(config, arm)]
-    tuner = SeedRun(config, config.qa_grid.seed)
-    run_jobs([("grid", tuner.seed, arm, _astuple(c)) for arm, c in grid], config, echo, 2 * len(grid))
-    scores = {
-        (arm, c): dev_score(_json(tuner.path(f"grid/{arm}/{c.name}", "dev", "summary.json")))
-        for arm, c in grid
-    }
-    chosen = {
-        arm: max((c for a, c in grid if a == arm), key=lambda c: (scores[(arm, c)], -c.steps, -c.lr, -c.mix))
-        for arm in arms
-    }
-    phase3 = [("qa", s, arm, _astuple(chosen[arm])) for s in seeds for arm in arms]
-    run_jobs(
-        phase3, config, echo, sum(len(SeedRun(config, s).qa(arm, chosen[arm])) for s in seeds for arm in arms)
-    )
+    done = partial(seed_job_done, config)
+    with WorkerPool(config.workers, WORKER, out / "logs") as pool:
+        phase1 = [("before_qa", s, "", None) for s in seeds]
+        run_jobs(pool, phase1, config, echo, sum(len(SeedRun(config, s).before_qa()) for s in seeds), done)
+        grid = [(arm, choice) for arm in arms for choice in grid_choices(config, arm)]
+        tuner = SeedRun(config, config.qa_grid.seed)
+        grid_jobs = [("grid", tuner.seed, arm, _astuple(c)) for arm, c in grid]
+        run_jobs(pool, grid_jobs, config, echo, 2 * len(grid), done)
+        scores = {
+            (arm, c): dev_score(_json(tuner.path(f"grid/{arm}/{c.name}", "dev", "summary.json")))
+            for arm, c in grid
+        }
+        chosen = {
+            arm: max(
+                (c for a, c in grid if a == arm), key=lambda c: (scores[(arm, c)], -c.steps, -c.lr, -c.mix)
+            )
+            for arm in arms
+        }
+        phase3 = [("qa", s, arm, _astuple(chosen[arm])) for s in seeds for arm in arms]
+        total = sum(len(SeedRun(config, s).qa(arm, chosen[arm])) for s in seeds for arm in arms)
+        run_jobs(pool, phase3, config, echo, total, done)
     results = collect(out, config.seeds, arms, config.gate.threshold)
     results["grid"] = _grid_report(tuner, grid, scores, chosen)
     (out / "results.md").write_text(format_tables(results), encoding="utf-8")

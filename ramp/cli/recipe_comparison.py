@@ -6,10 +6,11 @@ its one-search fact questions, WebDancer's synthesized questions (``ramp data sy
 questions, with the world oracle's trajectories) and the cold start every recipe starts from (the initial
 policy after SFT on the oracle's fact-question trajectories; evaluated too, the table's first row). Then
 every recipe
-(:func:`ramp.cli.recipes.run_recipe`: its stages, each fingerprinted) with the world's search settings
+(:func:`ramp.cli.recipes.recipe_stages`: its stages, each fingerprinted) with the world's search settings
 (top-k, document length) forced on every stage that searches, and its evaluation on the seed's held-out
-questions (the agent loop, or decompose-then-solve for AceSearcher's). Jobs run in ``workers`` spawned
-processes (one torch thread each), logging to ``OUTPUT/logs/``. A rerun recomputes exactly what a changed
+questions (the agent loop, or decompose-then-solve for AceSearcher's). Jobs run on a pool of ``workers``
+spawned processes (one torch thread each), logging to ``OUTPUT/logs/``; a job whose stages are all done
+runs no worker. A rerun recomputes exactly what a changed
 setting decides; ``--only NAME`` runs one recipe (the table then holds the recipes whose results exist).
 """
 
@@ -29,7 +30,7 @@ import torch
 from ramp.agent.task import Task, task_from_qa
 from ramp.cli.ramp_effect import Echo, SeedRun, log_rows, run_jobs
 from ramp.cli.ramp_effect_data import world_seed, write_trajectories
-from ramp.cli.recipes import RecipeData, run_recipe, stage_output
+from ramp.cli.recipes import STATE_DIR, RecipeData, recipe_stages, stage_output
 from ramp.cot.trajectories import Trajectory
 from ramp.data.synthesis import SynthesisSettings
 from ramp.experiment.config import RecipeComparisonConfig, flatten
@@ -49,8 +50,9 @@ from ramp.recipes import RL_KINDS, Recipe, load_recipe
 from ramp.retrieval.env import SearchConfig, SearchEnv
 from ramp.retrieval.lucene import LuceneRetriever
 from ramp.seeding import record_rng
-from ramp.stages import Stage, run_stage
+from ramp.stages import Stage, StageRunner, run_stage
 from ramp.tracking import mlflow_run
+from ramp.workers import WorkerPool
 
 WORKER = f"{__name__}:run_recipe_job"
 COLD_START = "cold-start"
@@ -226,27 +228,62 @@ def evaluation_stage(run: SeedRun, inference: str, policy: Path, workdir: Path) 
     )
 
 
+def job_steps(config: RecipeComparisonConfig, phase: str, seed: int, recipe: str) -> list[tuple[Stage, Path]]:
+    """A job's stages and the state directory of each: one seed's setup stages and the cold start's
+    evaluation, or one recipe's stages and its evaluation."""
+    run = SeedRun(config.world(), seed)
+    if phase == "setup":
+        workdir = recipe_dir(Path(config.output), seed, COLD_START)
+        setup = [(stage, run.root / ".stages") for stage in setup_stages(config, run)]
+        evaluation = evaluation_stage(run, "agent", cold_start(config, run), workdir)
+        return [*setup, (evaluation, workdir / ".stages")]
+    chosen = load_recipe(recipe)
+    workdir = recipe_dir(Path(config.output), seed, recipe)
+    stages = recipe_stages(
+        chosen,
+        cold_start(config, run),
+        workdir,
+        recipe_data(run),
+        recipe_sets(config, chosen, run.config.search),
+        seed=seed,
+        tracking_uri=tracking_uri(workdir),
+    )
+    state = workdir / STATE_DIR
+    evaluation = evaluation_stage(run, chosen.inference, _final_policy(chosen, workdir), workdir)
+    return [*((step, state) for _, step, _ in stages), (evaluation, workdir / ".stages")]
+
+
+def step_names(phase: str, recipe: str, steps: Sequence[tuple[Stage, Path]]) -> list[str]:
+    """A job's steps as its worker reports them: each setup stage, or the recipe's stages as one step;
+    then the evaluation."""
+    if phase == "setup":
+        return [*(stage.name for stage, _ in steps[:-1]), f"{COLD_START}/eval"]
+    return [recipe, f"{recipe}/eval"]
+
+
+def recipe_job_done(config: RecipeComparisonConfig, job: tuple[str, int, str, Any]) -> list[str] | None:
+    """The job's step names when every stage of it is done, else None."""
+    phase, seed, recipe, _ = job
+    steps = job_steps(config, phase, seed, recipe)
+    done = all(StageRunner(state).done(stage) for stage, state in steps)
+    return step_names(phase, recipe, steps) if done else None
+
+
 def run_recipe_job(config_json: str, phase: str, seed: int, recipe: str, _: Any, events: Any) -> None:
     """A worker's job: one seed's setup stages, or one recipe of one seed and its evaluation."""
     torch.set_num_threads(1)
     config = RecipeComparisonConfig.model_validate_json(config_json)
-    run = SeedRun(config.world(), seed)
-    steps: list[tuple[str, Callable[[], str]]]
-    if phase == "setup":
-        steps = [(s.name, partial(_setup_step, s, run)) for s in setup_stages(config, run)]
-        steps.append((f"{COLD_START}/eval", partial(_evaluate_cold_start, config, run)))
-    else:
-        steps = [
-            (recipe, lambda: _train(config, run, recipe)),
-            (f"{recipe}/eval", lambda: _evaluate(run, recipe)),
-        ]
+    steps = job_steps(config, phase, seed, recipe)
+    actions = [partial(_run, [step]) for step in steps]
+    if phase == "recipe":
+        actions = [partial(_run, steps[:-1]), actions[-1]]
     failure = recipe_dir(Path(config.output), seed, recipe) / FAILED
     failure.unlink(missing_ok=True)
-    for name, step in steps:
+    for name, action in zip(step_names(phase, recipe, steps), actions, strict=True):
         events.put(("start", seed, name))
         started = time.monotonic()
         try:
-            status = step()
+            status = action()
         except Exception as err:
             traceback.print_exc()  # into the worker's log
             error = " ".join(f"{type(err).__name__}: {err}".split())
@@ -257,43 +294,15 @@ def run_recipe_job(config_json: str, phase: str, seed: int, recipe: str, _: Any,
         events.put((status, seed, name, time.monotonic() - started))
 
 
-def _setup_step(stage: Stage, run: SeedRun) -> str:
-    return run_stage(stage, run.root / ".stages", echo=print).status
-
-
-def _train(config: RecipeComparisonConfig, run: SeedRun, name: str) -> str:
-    recipe = load_recipe(name)
-    workdir = recipe_dir(Path(config.output), run.seed, name)
-    done = run_recipe(
-        recipe,
-        cold_start(config, run),
-        workdir,
-        recipe_data(run),
-        recipe_sets(config, recipe, run.config.search),
-        seed=run.seed,
-        tracking_uri=tracking_uri(workdir),
-        echo=print,
-    )
-    return "ran" if any(s.ran for s in done.stages) else "skipped"
+def _run(steps: Sequence[tuple[Stage, Path]]) -> str:
+    """Run stages in order; "ran" if any ran, else "skipped"."""
+    ran = [run_stage(stage, state, echo=print).status == "ran" for stage, state in steps]
+    return "ran" if any(ran) else "skipped"
 
 
 def tracking_uri(workdir: Path) -> str:
     """A recipe's own MLflow store (its stages' runs): jobs running side by side never share a file."""
     return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
-
-
-def _evaluate(run: SeedRun, name: str) -> str:
-    recipe = load_recipe(name)
-    workdir = recipe_dir(Path(run.config.output), run.seed, name)
-    stage = evaluation_stage(run, recipe.inference, _final_policy(recipe, workdir), workdir)
-    return run_stage(stage, workdir / ".stages", echo=print).status
-
-
-def _evaluate_cold_start(config: RecipeComparisonConfig, run: SeedRun) -> str:
-    """The cold start itself on the held-out questions: the table's first row."""
-    workdir = recipe_dir(Path(config.output), run.seed, COLD_START)
-    stage = evaluation_stage(run, "agent", cold_start(config, run), workdir)
-    return run_stage(stage, workdir / ".stages", echo=print).status
 
 
 def _final_policy(recipe: Recipe, workdir: Path) -> Path:
@@ -316,10 +325,12 @@ def run_comparison(
     chosen = list(only) or config.recipes
     seeds = range(config.seeds)
     echo(f"recipes -> {out}: {config.seeds} seeds, {len(chosen)} recipes; logs in {out / 'logs'}")
-    setup = [("setup", s, "", None) for s in seeds]
-    run_jobs(setup, config, echo, 6 * len(setup), worker=WORKER)
-    jobs = [("recipe", s, name, None) for name in chosen for s in seeds]
-    run_jobs(jobs, config, echo, 2 * len(jobs), worker=WORKER, keep_going=True)
+    finished = partial(recipe_job_done, config)
+    with WorkerPool(config.workers, WORKER, out / "logs") as pool:
+        setup = [("setup", s, "", None) for s in seeds]
+        run_jobs(pool, setup, config, echo, 6 * len(setup), finished)
+        jobs = [("recipe", s, name, None) for name in chosen for s in seeds]
+        run_jobs(pool, jobs, config, echo, 2 * len(jobs), finished, keep_going=True)
     failed = {
         n: {s: json.loads(f.read_text()) for s in seeds if (f := recipe_dir(out, s, n) / FAILED).exists()}
         for n in config.recipes

@@ -74,6 +74,40 @@ class RecipeRun:
 STATE_DIR = ".stages"  # the stages' markers (ramp.stages), under the recipe's workdir
 
 
+def recipe_stages(
+    recipe: Recipe,
+    start: str | Path,
+    workdir: str | Path,
+    data: RecipeData,
+    overrides: Mapping[str, Sequence[str]] | None = None,
+    seed: int = 0,
+    tracking_uri: str | None = None,
+) -> list[tuple[RecipeStage, Stage, Path]]:
+    """Each of ``recipe``'s stages (its recipe stage, its :mod:`ramp.stages` stage, and the policy after
+    it) as :func:`run_recipe` runs them; building them runs nothing."""
+    root, policy, simulator = Path(workdir), Path(start), None
+    stages = []
+    for n, stage in enumerate(recipe.stages):
+        out = stage_output(root, n, stage)
+        sets = list((overrides or {}).get(stage.name, ()))
+        config, extra = _stage_config(stage, out, policy, simulator, data, sets, seed, tracking_uri)
+        reads = [Path(v) for v in data.model_dump().values() if v and Path(v).exists()]
+        step = Stage(
+            out.name,
+            partial(_run_stage, stage, config, out, policy, data, sets),
+            settings={"config": config, "extra": extra},
+            inputs=(policy, *([simulator] if simulator else []), *reads),
+            outputs=(out,),
+            command=f"recipe {recipe.name}, stage {stage.name} ({stage.kind})",
+        )
+        if stage.kind == "simulator":
+            simulator = out / "policy"
+        else:
+            policy = out / "policy"
+        stages.append((stage, step, policy))
+    return stages
+
+
 def run_recipe(
     recipe: Recipe | str | Path,
     start: str | Path,
@@ -91,29 +125,12 @@ def run_recipe(
     policy it starts from, the data it reads) are unchanged. Seeds, paths and MLflow are the runner's;
     ``echo`` gets the stages' start/done lines."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    root, policy, simulator = Path(workdir), Path(start), None
-    runner = StageRunner(root / STATE_DIR, echo=echo)
+    runner = StageRunner(Path(workdir) / STATE_DIR, echo=echo)
     runs = []
-    for n, stage in enumerate(recipe.stages):
-        out = stage_output(root, n, stage)
-        sets = list((overrides or {}).get(stage.name, ()))
-        config, extra = _stage_config(stage, out, policy, simulator, data, sets, seed, tracking_uri)
-        reads = [Path(v) for v in data.model_dump().values() if v and Path(v).exists()]
-        outcome = runner.run_one(
-            Stage(
-                out.name,
-                partial(_run_stage, stage, config, out, policy, data, sets),
-                settings={"config": config, "extra": extra},
-                inputs=(policy, *([simulator] if simulator else []), *reads),
-                outputs=(out,),
-                command=f"recipe {recipe.name}, stage {stage.name} ({stage.kind})",
-            )
-        )
-        if stage.kind == "simulator":
-            simulator = out / "policy"
-        else:
-            policy = out / "policy"
-        runs.append(StageRun(stage.name, stage.kind, out, policy, outcome.status == "ran"))
+    policy = Path(start)
+    for stage, step, policy in recipe_stages(recipe, start, workdir, data, overrides, seed, tracking_uri):
+        outcome = runner.run_one(step)
+        runs.append(StageRun(stage.name, stage.kind, step.outputs[0], policy, outcome.status == "ran"))
     return RecipeRun(recipe.name, recipe.inference, policy, tuple(runs))
 
 
