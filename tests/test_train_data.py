@@ -4,6 +4,7 @@ blends."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -150,5 +151,13 @@ def test_prepare_job_round_trip_through_megatron_reader(tmp_path: Path, tokenize
         dataset
     )
     assert len(dataset) >= 3000 and abs(share_a - 0.3) < 0.01
+    # the order follows the shards' content and the seed, not where they live
+    shard = shard_prefixes(out)[0]
+    moved = Path(shutil.copytree(out, tmp_path / "elsewhere" / "a")) / Path(shard).name
+    orders = [
+        [build_train_dataset([str(p)], 1024, 40, seed=s).sample_rows.tolist() for p in (shard, moved)]
+        for s in (7, 8)
+    ]
+    assert orders[0][0] == orders[0][1] and orders[1][0] == orders[1][1] and orders[0][0] != orders[1][0]
     item = dataset[0]
     assert item["tokens"].shape == (1024,) and item["loss_mask"].sum() > 0

@@ -31,6 +31,7 @@ from ramp.agent.task import Task, task_from_qa
 from ramp.cli.ramp_effect import Echo, SeedRun, log_rows, run_jobs
 from ramp.cli.ramp_effect_data import world_seed, write_trajectories
 from ramp.cli.recipes import STATE_DIR, RecipeData, recipe_stages, stage_output
+from ramp.config import ConfigError
 from ramp.cot.trajectories import Trajectory
 from ramp.data.synthesis import SynthesisSettings
 from ramp.experiment.config import RecipeComparisonConfig, flatten
@@ -262,9 +263,13 @@ def step_names(phase: str, recipe: str, steps: Sequence[tuple[Stage, Path]]) -> 
 
 
 def recipe_job_done(config: RecipeComparisonConfig, job: tuple[str, int, str, Any]) -> list[str] | None:
-    """The job's step names when every stage of it is done, else None."""
+    """The job's step names when every stage of it is done, else None (also when a stage's settings do
+    not resolve: its worker then reports that as the recipe's failure)."""
     phase, seed, recipe, _ = job
-    steps = job_steps(config, phase, seed, recipe)
+    try:
+        steps = job_steps(config, phase, seed, recipe)
+    except ConfigError:
+        return None
     done = all(StageRunner(state).done(stage) for stage, state in steps)
     return step_names(phase, recipe, steps) if done else None
 

@@ -9,6 +9,7 @@ megatron's own ``IndexedDataset``; blends use megatron's ``w1 prefix1 w2 prefix2
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -154,14 +155,15 @@ def _packed_dataset_class() -> type:
 
         Labels are the tokens shifted by one and the loss mask follows the labels; padding carries no
         loss. ``segment_ids`` number the conversations (-1 on padding); ``position_ids`` restart at 0 in
-        each conversation. Rows are drawn in a seeded shuffle, epoch after epoch, up to ``num_samples``.
+        each conversation. Rows are drawn in a shuffle seeded by the run's seed and the shard's content,
+        epoch after epoch, up to ``num_samples``.
         """
 
         def __init__(self, dataset: PackedPair, dataset_path: str | None, indices: np.ndarray, *args: Any):
             super().__init__(dataset, dataset_path, indices, *args)
             count = self.num_samples if self.num_samples is not None else len(indices)
             epochs = -(-count // max(len(indices), 1))
-            rng = np.random.default_rng([self.config.random_seed, _path_seed(dataset_path)])
+            rng = np.random.default_rng([self.config.random_seed, _content_seed(dataset_path)])
             order = [rng.permutation(indices) for _ in range(epochs)]
             self.sample_rows = np.concatenate(order)[:count] if order else np.zeros(0, dtype=np.int64)
 
@@ -183,8 +185,12 @@ def _packed_dataset_class() -> type:
     return PackedSFTDataset
 
 
-def _path_seed(path: str | None) -> int:
-    return stable_seed(path or "") % (2**32)
+def _content_seed(prefix: str | None) -> int:
+    """A shard's shuffle seed from its index file (its sequence lengths and row boundaries), not its path:
+    the same shards give the same order wherever the run's output lives."""
+    if prefix is None:
+        return 0
+    return stable_seed(hashlib.blake2b(Path(f"{prefix}.idx").read_bytes()).hexdigest()) % (2**32)
 
 
 def packed_sample(
